@@ -64,9 +64,9 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
 def normalize(x, mean, variance, gamma, beta, epsilon, axis):
     """`gamma · (x − mean) / sqrt(variance + epsilon) + beta`, per channel.
 
-    Folded into one multiply-add per element: `x · k + (beta − mean · k)` with
-    `k = gamma / sqrt(variance + epsilon)`. `gamma` / `beta` may be None
-    (`scale=False` / `center=False`).
+    Folded into one multiply-add per element, `x · k + (beta − mean · k)` with
+    `k = gamma / sqrt(variance + ε)`: two passes over `x` instead of three.
+    `gamma` / `beta` may be None (`scale=False` / `center=False`).
     """
     shape = broadcast_shape(len(x.shape), axis, mean.shape[0])
     factor = ops.rsqrt(variance + epsilon)

@@ -1,0 +1,16 @@
+"""Shared test set-up: quiet TensorFlow, and no dtype policy leaking between tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """Mixed-precision tests change the global policy; restore float32 after each test."""
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
