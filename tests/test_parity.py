@@ -189,15 +189,17 @@ def test_mixed_precision(shape, axis, policy):
     kbn_layer, keras_layer = make_pair(shape, rng, axis=axis, dtype=policy, momentum=MOMENTUM)
     # One rounding of the output to float16 (bfloat16) is 2^-11 (2^-8) relative.
     output_tol = {"mixed_float16": 2e-3, "mixed_bfloat16": 1e-2}[policy]
-    for _ in range(STEPS):
+    for i in range(STEPS):
         x = tf.cast(normal_input(rng, shape), low)
+        upstream = rng.normal(size=shape).astype("float32")
         for training in (True, False):
-            got, want = kbn_layer(x, training=training), keras_layer(x, training=training)
-            assert got.dtype == low
-            close(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
-                  "output", rtol=output_tol, atol=output_tol)
-        for name, value in weights_by_name(keras_layer).items():
-            close(weights_by_name(kbn_layer)[name], value, name)
+            got, want = (step(layer, x, upstream, training) for layer in (kbn_layer, keras_layer))
+            assert got["y"].dtype == want["y"].dtype == low.as_numpy_dtype
+            for name in want:  # outputs and every gradient, in the low-precision type
+                close(got[name].astype("float32"), want[name].astype("float32"),
+                      f"step {i}: {name}", rtol=output_tol, atol=output_tol)
+            for name, value in weights_by_name(keras_layer).items():
+                close(weights_by_name(kbn_layer)[name], value, f"step {i}: {name}")
     assert all(w.dtype == "float32" for w in kbn_layer.weights)
 
 
