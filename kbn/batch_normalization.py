@@ -3,6 +3,7 @@
 import functools
 import math
 import numbers
+import os
 
 import keras
 from keras import constraints, initializers, ops, regularizers
@@ -10,7 +11,7 @@ from keras import constraints, initializers, ops, regularizers
 from kbn import _generic
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
-_REDUCED_PRECISION = ("float16", "bfloat16")
+_KERNEL_PATHS = ("auto", "generic")
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -269,9 +270,25 @@ class BatchNormalization(keras.layers.Layer):
         """The one place that picks the module doing the forward math.
 
         Every kernel module offers `train_forward` and `infer_forward` with
-        `_generic`'s signatures and numbers. Renorm always takes the generic
-        functions (its output needs the statistics before normalizing).
+        `_generic`'s signatures and numbers. On TensorFlow, `_tf_fast` (the
+        fused kernel) takes every call it can serve and `_generic` the rest;
+        renorm always takes the generic functions (its output needs the
+        statistics before normalizing). The environment variable
+        `KBN_PATH=generic` forces the generic path everywhere (the tests run
+        the parity suite under both `auto`, the default, and `generic`).
         """
+        path = os.environ.get("KBN_PATH", "auto")
+        if path not in _KERNEL_PATHS:
+            raise ValueError(
+                f"KBN_PATH must be one of {_KERNEL_PATHS}. Received: KBN_PATH={path!r}"
+            )
+        if path == "generic" or keras.backend.backend() != "tensorflow":
+            return _generic
+        from kbn import _tf_fast  # needs TensorFlow, which other backends may lack
+
+        if _tf_fast.supports(x, training, mask, self._channel_axis, self.epsilon,
+                             synchronized=self.synchronized, renorm=self.renorm):
+            return _tf_fast
         return _generic
 
     def _move(self, variable, batch_value, momentum, valid):

@@ -14,3 +14,13 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(params=["auto", "generic"])
+def each_kernel_path(request, monkeypatch):
+    """Runs a test on the fast path where it serves (`auto`) and on the generic one.
+
+    `KBN_PATH` is read when a layer call is traced, so setting it per test is enough.
+    """
+    monkeypatch.setenv("KBN_PATH", request.param)
+    return request.param

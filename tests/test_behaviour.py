@@ -8,6 +8,8 @@ import tensorflow as tf
 import kbn
 from layer_pairs import make_pair, weights_by_name
 
+pytestmark = pytest.mark.usefixtures("each_kernel_path")
+
 
 def _data(seed=0, n=64, features=5):
     rng = np.random.default_rng(seed)

@@ -6,6 +6,8 @@ import pytest
 import kbn
 import numpy_reference as ref
 
+pytestmark = pytest.mark.usefixtures("each_kernel_path")
+
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.99, 1.0])
 def test_one_step_from_initial_statistics(momentum):

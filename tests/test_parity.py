@@ -17,6 +17,8 @@ import pytest
 import numpy_reference as ref
 from layer_pairs import make_pair, step, weights_by_name
 
+pytestmark = pytest.mark.usefixtures("each_kernel_path")
+
 RTOL = ATOL = 1e-5
 STEPS = 3
 MOMENTUM = 0.9  # further from 1 than the default, so the moving update is visible
@@ -133,17 +135,22 @@ def test_large_offset_inputs(shape, axis):
     upstream = rng.normal(size=shape).astype("float32")
     got = step(kbn_layer, x, upstream, training=True, learning_rate=0.0)
     want = step(keras_layer, x, upstream, training=True, learning_rate=0.0)
-    for name in got:  # same algorithm, same float32 data: Keras agrees to 1e-5
-        close(got[name], want[name], f"{name} vs Keras")
+    # Near 1e4, float32 values are 9.8e-4 apart: x and μ each carry an error of
+    # that size, and so does (x − μ)/σ with σ ≈ 1, whatever the formula (the fused
+    # kernel subtracts μ first, Keras folds it into an offset: they differ by
+    # ~1e-3). Outputs are held to ten such spacings; dγ = Σ dy·x̂ adds up to 256
+    # of them per channel.
+    loose = {"y": 1e-2, "dx": 1e-2, "dgamma": 0.25, "dbeta": ATOL}
+    for name in got:
+        close(got[name], want[name], f"{name} vs Keras", atol=loose[name])
+    for name, value in weights_by_name(keras_layer).items():
+        close(weights_by_name(kbn_layer)[name], value, f"{name} vs Keras")
     # The statistics are where the variance formula shows: 1e-5 against float64.
     mean, variance = ref.batch_moments(x, axis)
     after = weights_by_name(kbn_layer)
     close(after["moving_mean"], ref.moving_update(before["moving_mean"], mean, MOMENTUM), "mean")
     close(after["moving_variance"],
           ref.moving_update(before["moving_variance"], variance, MOMENTUM), "variance")
-    # Near 1e4, float32 values are 9.8e-4 apart: x and μ each carry an error of
-    # that size, and so does (x − μ)/σ with σ ≈ 1, whatever the formula; the
-    # output is held to ten such spacings.
     y = ref.normalize(x, mean, variance, before["gamma"], before["beta"], 1e-3, axis)
     close(got["y"], y, "y vs reference", atol=1e-2)
     # The same data through the naive formula in float32 misses by far more than

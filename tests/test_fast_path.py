@@ -1,0 +1,186 @@
+"""The TensorFlow fast path (`kbn/_tf_fast.py`) against the generic one.
+
+`_tf_fast` must give `_generic`'s numbers wherever `supports` says it serves:
+outputs, the returned batch mean / biased variance / count, and the gradients
+with respect to x, γ and β. The full layer parity suite runs on both paths
+through `KBN_PATH`; these tests compare the two kernel modules directly.
+
+Tolerance: 1e-5 relative plus 1e-5 absolute, the absolute part scaled by the
+tensor's largest magnitude. The two paths sum in different orders (Eigen's
+reductions vs the fused kernel's), and a float32 sum of m terms is only known
+to ~m·2⁻²⁴ of its terms' size: dβ = Σ dy over 2048 rows can differ by 1e-4
+while being ~50 in size, so a purely element-wise rtol would flag rounding.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbn import _generic, _tf_fast
+
+EPSILON = 1e-3
+SHAPES = [(2, 5), (64, 100), (2048, 12), (8, 6, 6, 16), (3, 7, 9), (2, 3, 4, 5, 6)]
+
+
+def _assert_close(actual, expected, name):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+
+
+def _forward_and_grads(module, x, gamma, beta, upstream, training, graph):
+    """Outputs, statistics and d(Σ y·upstream)/d(x, γ, β) through `module`."""
+    rank = len(x.shape)
+    axis, reduction_axes = rank - 1, list(range(rank - 1))
+    channels = x.shape[-1]
+    moving_mean = tf.linspace(-1.0, 1.0, channels)
+    moving_variance = tf.linspace(0.5, 2.0, channels)
+
+    def run(x, gamma, beta):
+        with tf.GradientTape() as tape:
+            tape.watch([x] + [w for w in (gamma, beta) if w is not None])
+            if training:
+                y, mean, variance, count = module.train_forward(
+                    x, gamma, beta, EPSILON, axis, reduction_axes, None
+                )
+                statistics = [mean, variance, count]
+            else:
+                y = module.infer_forward(
+                    x, moving_mean, moving_variance, gamma, beta, EPSILON, axis
+                )
+                statistics = []
+            loss = tf.reduce_sum(y * upstream)
+        sources = [x] + [w for w in (gamma, beta) if w is not None]
+        return [y] + statistics + tape.gradient(loss, sources)
+
+    if graph:
+        # A dynamic batch dimension, as in `fit()` (where the last batch is smaller).
+        signature = [tf.TensorSpec([None] + list(x.shape[1:]))]
+        signature += [tf.TensorSpec([channels]) for w in (gamma, beta) if w is not None]
+        traced = tf.function(
+            lambda x, *weights: run(x, *_unpack(weights, gamma, beta)),
+            input_signature=signature,
+        )
+        results = traced(x, *[w for w in (gamma, beta) if w is not None])
+    else:
+        results = run(x, gamma, beta)
+    return [r.numpy() for r in results]
+
+
+def _unpack(weights, gamma, beta):
+    weights = list(weights)
+    return (weights.pop(0) if gamma is not None else None,
+            weights.pop(0) if beta is not None else None)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+@pytest.mark.parametrize("center_scale", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_fast_path_matches_generic(shape, center_scale, training, graph):
+    rng = np.random.default_rng(sum(shape))
+    center, scale = center_scale
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
+    gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype("float32")) if scale else None
+    beta = tf.constant(rng.normal(0.0, 1.0, shape[-1]).astype("float32")) if center else None
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    assert _tf_fast.supports(x, training, None, len(shape) - 1, EPSILON)
+
+    fast = _forward_and_grads(_tf_fast, x, gamma, beta, upstream, training, graph)
+    generic = _forward_and_grads(_generic, x, gamma, beta, upstream, training, graph)
+
+    names = ["outputs"] + (["mean", "variance", "count"] if training else [])
+    names += ["dx"] + ["dgamma"] * scale + ["dbeta"] * center
+    assert len(fast) == len(generic) == len(names)
+    for name, a, b in zip(names, fast, generic):
+        assert a.shape == b.shape, name
+        _assert_close(a, b, name)
+
+
+def test_variance_is_biased_and_two_pass():
+    """Guards the (m − 1)/m correction: the fused kernel reports Σ(x − μ)²/(m − 1).
+
+    1e4 + noise also checks the variance is taken about the mean (E[x²] − E[x]²
+    would lose it to cancellation in float32).
+    """
+    rng = np.random.default_rng(0)
+    x = (1e4 + rng.normal(size=(6, 5, 4, 3))).astype("float32")
+    _, mean, variance, count = _tf_fast.train_forward(
+        tf.constant(x), None, None, EPSILON, 3, [0, 1, 2], None
+    )
+    flat = x.astype("float64").reshape(-1, 3)
+    np.testing.assert_allclose(mean.numpy(), flat.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(variance.numpy(), flat.var(axis=0), rtol=1e-4)
+    np.testing.assert_array_equal(count.numpy(), [120.0] * 3)
+
+
+@pytest.mark.parametrize("batch", [0, 1], ids=["empty", "single"])
+def test_degenerate_batches_match_generic(batch):
+    """m = 1: variance 0 (not 0/0); m = 0: statistics 0 (the kernel gives NaN)."""
+    x = tf.ones([batch, 4])
+    fast = _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)
+    generic = _generic.train_forward(x, None, None, EPSILON, 1, [0], None)
+    for a, b in zip(fast, generic):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_nan_stays_in_its_channel():
+    """A NaN gives NaN statistics in its channel only, so the layer's NaN-safe
+    update can skip exactly that channel."""
+    x = np.arange(12, dtype="float32").reshape(4, 3)
+    x[1, 1] = np.nan
+    _, mean, variance, _ = _tf_fast.train_forward(
+        tf.constant(x), None, None, EPSILON, 1, [0], None
+    )
+    assert np.isnan(mean.numpy()).tolist() == [False, True, False]
+    assert np.isnan(variance.numpy()).tolist() == [False, True, False]
+
+
+def _supports(shape=(4, 3), dtype="float32", training=True, mask=None, axis=None,
+              epsilon=EPSILON, synchronized=False, renorm=False):
+    x = tf.zeros(shape, dtype)
+    axis = len(shape) - 1 if axis is None else axis
+    return _tf_fast.supports(x, training, mask, axis, epsilon,
+                             synchronized=synchronized, renorm=renorm)
+
+
+def test_supports_the_served_cases():
+    assert _supports()
+    assert _supports(shape=(2, 3, 4, 5))
+    assert _supports(shape=(2, 3, 4, 5, 6), training=False)
+    # Renorm and synchronized matter only for training statistics.
+    assert _supports(training=False, renorm=True, synchronized=True)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"dtype": "float64"},
+        {"dtype": "float16"},
+        {"mask": tf.ones([4, 1], "bool")},
+        {"synchronized": True},
+        {"renorm": True},
+        {"shape": (2, 3, 4, 5), "axis": 1},
+        {"shape": (5,), "axis": 0},
+        {"epsilon": 1e-6},
+    ],
+    ids=["float64", "float16", "mask", "synchronized", "renorm", "channels_first", "rank1",
+         "tiny_epsilon"],
+)
+def test_supports_rejects_what_it_cannot_serve(case):
+    assert not _supports(**case)
+
+
+def test_xla_functions_take_the_fast_path_for_rank_4_only():
+    """Inside jit_compile=True the fused op only pays for rank-4 inputs (benchmark)."""
+    seen = {}
+
+    @tf.function(jit_compile=True)
+    def probe(x2, x4):
+        seen["rank2"] = _tf_fast.supports(x2, True, None, 1, EPSILON)
+        seen["rank4"] = _tf_fast.supports(x4, True, None, 3, EPSILON)
+        return x2
+
+    probe(tf.zeros([4, 3]), tf.zeros([2, 2, 2, 3]))
+    assert seen == {"rank2": False, "rank4": True}
+    assert _supports(shape=(4, 3))  # outside XLA, rank 2 is served

@@ -1,0 +1,60 @@
+"""The one place a kernel is chosen: which calls take the fast path, and the switch."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kbn
+from kbn import _generic, _tf_fast
+
+
+def kernel_for(monkeypatch, path, shape=(8, 4), training=True, mask=None, **config):
+    monkeypatch.setenv("KBN_PATH", path)
+    layer = kbn.BatchNormalization(**config)
+    layer.build(shape)
+    return layer._kernel(tf.zeros(shape), training=training, mask=mask)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(8, 4), (2, 3, 4), (2, 3, 3, 4), (2, 2, 3, 3, 4)])
+def test_channels_last_float32_takes_the_fast_path(monkeypatch, shape, training):
+    assert kernel_for(monkeypatch, "auto", shape, training) is _tf_fast
+    assert kernel_for(monkeypatch, "generic", shape, training) is _generic
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"axis": 1, "shape": (2, 4, 3, 3)},  # channels first
+        {"mask": tf.ones((8,), bool)[:, None]},  # a mask
+        {"renorm": True},  # renorm in training
+        {"synchronized": True},  # synchronized in training
+        {"epsilon": 1e-6},  # below the fused kernel's smallest epsilon
+    ],
+)
+def test_what_the_fast_path_cannot_serve_falls_back(monkeypatch, kwargs):
+    assert kernel_for(monkeypatch, "auto", **kwargs) is _generic
+
+
+def test_unknown_switch_value_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match=r"KBN_PATH.*'fastest'"):
+        kernel_for(monkeypatch, "fastest")
+
+
+def test_both_paths_give_the_same_numbers_inside_fit(monkeypatch):
+    """End to end: a fit() with a last, smaller batch, on each path."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(130, 6)).astype("float32")
+    results = {}
+    for path in ("auto", "generic"):
+        monkeypatch.setenv("KBN_PATH", path)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False),
+                                  kbn.BatchNormalization(momentum=0.8), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, x[:, :1], batch_size=32, epochs=2, verbose=0)  # last batch: 2 samples
+        results[path] = model.get_weights()
+    for a, b in zip(results["auto"], results["generic"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
