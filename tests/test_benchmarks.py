@@ -1,0 +1,85 @@
+"""Smoke tests of the benchmark suite (`benchmarks/layer.py`).
+
+They run the quick mode and check the report's structure: sections, columns,
+one row per case, parseable numbers. They never assert timings — those belong
+to the benchmark's output, not to a test on a shared machine.
+"""
+
+import math
+import os
+
+import pytest
+
+from benchmarks import layer as bench
+
+LAYER_COLUMNS = ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms",
+                 "kbn/Keras", "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"]
+FIT_COLUMNS = ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras"]
+
+
+def _tables(report):
+    """Every markdown table in `report`, as (header, rows) with cells stripped."""
+    tables, current = [], None
+    for line in report.splitlines():
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if current is None:
+                current = (cells, [])
+                tables.append(current)
+            elif not set("".join(cells)) <= {"-"}:
+                current[1].append(cells)
+        else:
+            current = None
+    return tables
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.md"
+    report = bench.main(["--quick", "--out", str(out)])
+    assert out.read_text() == report
+    return report
+
+
+def test_header_describes_machine_and_command(quick_report):
+    assert quick_report.startswith("# kbn vs Keras batch norm: benchmark")
+    assert "logical cores" in quick_report
+    assert f"TensorFlow {bench.tf.__version__}" in quick_report
+    assert f"Keras {bench.keras.__version__}" in quick_report
+    assert "Command: `python -m benchmarks.layer --quick --out " in quick_report
+    assert "Copy bandwidth" in quick_report
+
+
+def test_layer_table_has_one_row_per_case(quick_report):
+    header, rows = _tables(quick_report)[0]
+    assert header == LAYER_COLUMNS
+    # Every shape × {train, infer} × {no XLA, XLA}.
+    assert len(rows) == 4 * len(bench.QUICK_SHAPES)
+    cases = {(row[0], row[2], row[3]) for row in rows}
+    assert len(cases) == len(rows)
+    for row in rows:
+        assert len(row) == len(header)
+        assert row[2] in ("train", "infer") and row[3] in ("yes", "no")
+        assert row[4] in ("fast", "generic")
+        for column in ("Keras ms", "kbn ms", "kbn/Keras", "kbn GB/s", "kbn × floor"):
+            value = float(row[header.index(column)])
+            assert math.isfinite(value) and value > 0, (column, row)
+        keras_ms, kbn_ms, ratio = (float(row[header.index(c)])
+                                   for c in ("Keras ms", "kbn ms", "kbn/Keras"))
+        assert ratio == pytest.approx(kbn_ms / keras_ms, rel=0.05, abs=0.01)
+
+
+def test_fit_table_and_memory_section(quick_report):
+    tables = _tables(quick_report)
+    assert len(tables) == 2  # quick mode: no memory table
+    header, rows = tables[1]
+    assert header == FIT_COLUMNS
+    assert [row[0] for row in rows] == ["MLP"]
+    assert float(rows[0][header.index("kbn/Keras")]) > 0
+    assert "Skipped (--skip-memory or --quick)." in quick_report
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_memory_probe_reports_a_peak():
+    peak_mib = bench.memory_probe({"kind": "step", "layer": "kbn", "shape": [256, 64]})
+    assert math.isfinite(peak_mib) and peak_mib >= 0
