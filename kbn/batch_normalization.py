@@ -11,7 +11,7 @@ from keras import constraints, initializers, ops, regularizers
 from kbn import _generic
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
-_KERNEL_PATHS = ("auto", "generic")
+_KERNEL_PATHS = ("auto", "fast", "generic")
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -273,9 +273,12 @@ class BatchNormalization(keras.layers.Layer):
         `_generic`'s signatures and numbers. On TensorFlow, `_tf_fast` (the
         fused kernel) takes every call it can serve and `_generic` the rest;
         renorm always takes the generic functions (its output needs the
-        statistics before normalizing). The environment variable
-        `KBN_PATH=generic` forces the generic path everywhere (the tests run
-        the parity suite under both `auto`, the default, and `generic`).
+        statistics before normalizing). `_tf_fast` itself sends tensors too
+        small to gain from the fused kernel to the generic functions.
+
+        The environment variable `KBN_PATH` overrides this, for tests and
+        benchmarks: `generic` uses the generic path everywhere, `fast` the
+        fused kernel wherever it can serve, at any size; `auto` is the default.
         """
         path = os.environ.get("KBN_PATH", "auto")
         if path not in _KERNEL_PATHS:
@@ -286,10 +289,10 @@ class BatchNormalization(keras.layers.Layer):
             return _generic
         from kbn import _tf_fast  # needs TensorFlow, which other backends may lack
 
-        if _tf_fast.supports(x, training, mask, self._channel_axis, self.epsilon,
-                             synchronized=self.synchronized, renorm=self.renorm):
-            return _tf_fast
-        return _generic
+        if not _tf_fast.supports(x, training, mask, self._channel_axis, self.epsilon,
+                                 synchronized=self.synchronized, renorm=self.renorm):
+            return _generic
+        return _tf_fast.always_fused if path == "fast" else _tf_fast
 
     def _move(self, variable, batch_value, momentum, valid):
         batch_value = ops.cast(batch_value, variable.dtype)

@@ -16,11 +16,9 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.fixture(params=["auto", "generic"])
+@pytest.fixture(params=["fast", "generic"])
 def each_kernel_path(request, monkeypatch):
-    """Runs a test on the fast path where it serves (`auto`) and on the generic one.
-
-    `KBN_PATH` is read when a layer call is traced, so setting it per test is enough.
-    """
+    """Runs a test on the fused kernel wherever it serves (at any size) and on the
+    generic path. `KBN_PATH` is read when a layer call is traced."""
     monkeypatch.setenv("KBN_PATH", request.param)
     return request.param

@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from kbn import _generic, _tf_fast
 
+FUSED = _tf_fast.always_fused  # the fused kernel whatever the size
+
 EPSILON = 1e-3
 SHAPES = [(2, 5), (64, 100), (2048, 12), (8, 6, 6, 16), (3, 7, 9), (2, 3, 4, 5, 6)]
 
@@ -86,7 +88,7 @@ def test_fast_path_matches_generic(shape, center_scale, training, graph):
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))
     assert _tf_fast.supports(x, training, None, len(shape) - 1, EPSILON)
 
-    fast = _forward_and_grads(_tf_fast, x, gamma, beta, upstream, training, graph)
+    fast = _forward_and_grads(FUSED, x, gamma, beta, upstream, training, graph)
     generic = _forward_and_grads(_generic, x, gamma, beta, upstream, training, graph)
 
     names = ["outputs"] + (["mean", "variance", "count"] if training else [])
@@ -105,7 +107,7 @@ def test_variance_is_biased_and_two_pass():
     """
     rng = np.random.default_rng(0)
     x = (1e4 + rng.normal(size=(6, 5, 4, 3))).astype("float32")
-    _, mean, variance, count = _tf_fast.train_forward(
+    _, mean, variance, count = FUSED.train_forward(
         tf.constant(x), None, None, EPSILON, 3, [0, 1, 2], None
     )
     flat = x.astype("float64").reshape(-1, 3)
@@ -118,7 +120,7 @@ def test_variance_is_biased_and_two_pass():
 def test_degenerate_batches_match_generic(batch):
     """m = 1: variance 0 (not 0/0); m = 0: statistics 0 (the kernel gives NaN)."""
     x = tf.ones([batch, 4])
-    fast = _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)
+    fast = FUSED.train_forward(x, None, None, EPSILON, 1, [0], None)
     generic = _generic.train_forward(x, None, None, EPSILON, 1, [0], None)
     for a, b in zip(fast, generic):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -129,7 +131,7 @@ def test_nan_stays_in_its_channel():
     update can skip exactly that channel."""
     x = np.arange(12, dtype="float32").reshape(4, 3)
     x[1, 1] = np.nan
-    _, mean, variance, _ = _tf_fast.train_forward(
+    _, mean, variance, _ = FUSED.train_forward(
         tf.constant(x), None, None, EPSILON, 1, [0], None
     )
     assert np.isnan(mean.numpy()).tolist() == [False, True, False]
@@ -184,3 +186,55 @@ def test_xla_functions_take_the_fast_path_for_rank_4_only():
     probe(tf.zeros([4, 3]), tf.zeros([2, 2, 2, 3]))
     assert seen == {"rank2": False, "rank4": True}
     assert _supports(shape=(4, 3))  # outside XLA, rank 2 is served
+
+
+def _op_types(function, *specs):
+    graph = tf.function(function).get_concrete_function(*specs).graph
+    types_ = {op.type for op in graph.get_operations()}
+    for op in graph.get_operations():  # the branches of a tf.cond are graphs of their own
+        for name in ("then_branch", "else_branch"):
+            if name in op.node_def.attr:
+                branch = graph._functions[op.get_attr(name).name].graph
+                types_ |= {o.type for o in branch.get_operations()}
+    return types_
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_size_decides_fused_or_generic(training):
+    """Large static shapes trace to the fused kernel, small ones to generic ops,
+    and a dynamic batch axis to a tf.cond holding both."""
+    def forward(x):
+        channels = x.shape[-1]
+        if training:
+            return _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)[0]
+        return _tf_fast.infer_forward(x, tf.zeros([channels]), tf.ones([channels]), None,
+                                      None, EPSILON, 1)
+
+    large = (_tf_fast.MIN_FUSED_ELEMENTS // 8, 8)
+    assert "FusedBatchNormV3" in _op_types(forward, tf.TensorSpec(large))
+    assert "FusedBatchNormV3" not in _op_types(forward, tf.TensorSpec((large[0] - 1, 8)))
+    dynamic = _op_types(forward, tf.TensorSpec((None, 8)))
+    assert "FusedBatchNormV3" in dynamic and {"If", "StatelessIf"} & dynamic
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
+    """One traced function (batch axis None) serves small and large batches alike."""
+    channels = 8
+    rows = _tf_fast.MIN_FUSED_ELEMENTS // channels
+    mean, variance = tf.linspace(-1.0, 1.0, channels), tf.linspace(0.5, 2.0, channels)
+
+    def run(module):
+        @tf.function(input_signature=[tf.TensorSpec([None, channels])])
+        def forward(x):
+            if training:
+                return module.train_forward(x, None, None, EPSILON, 1, [0], None)[:3]
+            return (module.infer_forward(x, mean, variance, None, None, EPSILON, 1),)
+        return forward
+
+    fast, generic = run(_tf_fast), run(_generic)
+    rng = np.random.default_rng(0)
+    for batch in (60, rows + 3):
+        x = tf.constant(rng.normal(1.0, 2.0, (batch, channels)).astype("float32"))
+        for a, b in zip(fast(x), generic(x)):
+            _assert_close(a.numpy(), b.numpy(), f"batch {batch}")

@@ -19,6 +19,7 @@ def kernel_for(monkeypatch, path, shape=(8, 4), training=True, mask=None, **conf
 @pytest.mark.parametrize("shape", [(8, 4), (2, 3, 4), (2, 3, 3, 4), (2, 2, 3, 3, 4)])
 def test_channels_last_float32_takes_the_fast_path(monkeypatch, shape, training):
     assert kernel_for(monkeypatch, "auto", shape, training) is _tf_fast
+    assert kernel_for(monkeypatch, "fast", shape, training) is _tf_fast.always_fused
     assert kernel_for(monkeypatch, "generic", shape, training) is _generic
 
 
@@ -34,6 +35,7 @@ def test_channels_last_float32_takes_the_fast_path(monkeypatch, shape, training)
 )
 def test_what_the_fast_path_cannot_serve_falls_back(monkeypatch, kwargs):
     assert kernel_for(monkeypatch, "auto", **kwargs) is _generic
+    assert kernel_for(monkeypatch, "fast", **kwargs) is _generic
 
 
 def test_unknown_switch_value_is_refused(monkeypatch):
@@ -48,7 +50,7 @@ def test_both_paths_give_the_same_numbers_inside_fit(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(130, 6)).astype("float32")
     results = {}
-    for path in ("auto", "generic"):
+    for path in ("auto", "fast", "generic"):
         monkeypatch.setenv("KBN_PATH", path)
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False),
@@ -56,5 +58,6 @@ def test_both_paths_give_the_same_numbers_inside_fit(monkeypatch):
         model.compile(optimizer="sgd", loss="mse")
         model.fit(x, x[:, :1], batch_size=32, epochs=2, verbose=0)  # last batch: 2 samples
         results[path] = model.get_weights()
-    for a, b in zip(results["auto"], results["generic"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for path in ("auto", "fast"):
+        for a, b in zip(results[path], results["generic"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
