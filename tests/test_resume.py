@@ -1,0 +1,106 @@
+"""Ctrl-C and --resume: an interrupted-and-resumed run ends equal to an uninterrupted one."""
+
+import csv
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tensorboard_events import scalar_values
+from train import train as train_command
+
+# Momentum gives the optimizer a state of its own that the checkpoint must carry.
+FLAGS = ["--epochs", "4", "--hidden", "8,8", "--lr", "0.1", "--momentum", "0.9", "--bn", "kbn"]
+INTERRUPTED_AFTER = 2
+
+
+class InterruptAfterEpoch(keras.callbacks.Callback):
+    """Presses Ctrl-C, deterministically, at the end of an epoch."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def _only_run(logdir):
+    (run_dir,) = glob.glob(os.path.join(logdir, "train", "*"))
+    return run_dir
+
+
+def _read(run_dir, name):
+    with open(os.path.join(run_dir, name)) as f:
+        return json.load(f) if name.endswith(".json") else list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    whole_logs = str(tmp_path_factory.mktemp("whole"))
+    assert train_command.main([*FLAGS, "--logdir", whole_logs]) == 0
+    split_logs = str(tmp_path_factory.mktemp("split"))
+    status = train_command.main(
+        [*FLAGS, "--logdir", split_logs], extra_callbacks=[InterruptAfterEpoch(INTERRUPTED_AFTER)]
+    )
+    split_dir = _only_run(split_logs)
+    after_interrupt = _read(split_dir, "summary.json"), _read(split_dir, "checkpoint.json")
+    resume_status = train_command.main(["--resume", split_dir])
+    return _only_run(whole_logs), split_dir, status, after_interrupt, resume_status
+
+
+def test_interrupt_keeps_summary_and_checkpoint(runs):
+    _, _, status, (summary, checkpoint), _ = runs
+    assert status == 130
+    assert summary["status"] == "interrupted" and summary["stopped_early"] == "interrupted"
+    assert summary["epochs_run"] == INTERRUPTED_AFTER
+    assert checkpoint == {"epochs_done": INTERRUPTED_AFTER}
+
+
+def test_resumed_run_equals_uninterrupted_run(runs):
+    whole_dir, split_dir, _, _, resume_status = runs
+    assert resume_status == 0
+    whole = keras.saving.load_model(os.path.join(whole_dir, "checkpoint.keras"))
+    split = keras.saving.load_model(os.path.join(split_dir, "checkpoint.keras"))
+    # Weights include BN's moving mean and variance.
+    names = [variable.path for variable in whole.weights]
+    assert any("moving_variance" in name for name in names)
+    for name, a, b in zip(names, whole.get_weights(), split.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=name)
+    optimizer_whole = [v.numpy() for v in whole.optimizer.variables]
+    optimizer_split = [v.numpy() for v in split.optimizer.variables]
+    assert int(optimizer_whole[0]) == int(optimizer_split[0]) == 4 * 24  # iterations
+    assert len(optimizer_whole) > 2  # the momentum buffers are there
+    for a, b in zip(optimizer_whole, optimizer_split):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_resumed_metrics_and_summary_continue_the_run(runs):
+    whole_dir, split_dir, *_ = runs
+    whole_rows, split_rows = _read(whole_dir, "metrics.csv"), _read(split_dir, "metrics.csv")
+    assert [row["epoch"] for row in split_rows] == ["1", "2", "3", "4"]
+    for a, b in zip(whole_rows, split_rows):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)
+    summary = _read(split_dir, "summary.json")
+    assert summary["status"] == "finished" and summary["epochs_run"] == 4
+    assert summary["best_val_accuracy"] == pytest.approx(
+        _read(whole_dir, "summary.json")["best_val_accuracy"]
+    )
+    # TensorBoard's epoch curve has all four epochs, two from each part of the run.
+    steps = sorted(
+        step for step, _ in scalar_values(os.path.join(split_dir, "validation"), "epoch_loss")
+    )
+    assert steps == [0, 1, 2, 3]
+
+
+def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "args.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        train_command.main(["--resume", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no finished epoch to resume from" in capsys.readouterr().err

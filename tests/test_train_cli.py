@@ -1,0 +1,200 @@
+"""python -m train.train end to end on tiny settings: run folder, logs, events, bad input."""
+
+import csv
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tensorboard_events import scalar_values, tags_by_plugin
+from train import runs
+from train import train as train_command
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "5", "--batch-log-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def kbn_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("logs")
+    status = train_command.main(
+        [*TINY, "--bn", "kbn", "--logdir", str(logdir), "--run-name", "tiny"]
+    )
+    (run_dir,) = glob.glob(str(logdir / "train" / "*-tiny"))
+    return status, run_dir
+
+
+def test_run_folder_name_and_files(kbn_run):
+    status, run_dir = kbn_run
+    assert status == 0
+    assert re.fullmatch(r"\d{8}-\d{6}-tiny", os.path.basename(run_dir))
+    for name in (
+        "args.json",
+        "metrics.csv",
+        "summary.json",
+        "checkpoint.keras",
+        "train",
+        "validation",
+    ):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+
+
+def test_summary_matches_metrics(kbn_run):
+    _, run_dir = kbn_run
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert summary["variant"] == "kbn" and summary["dataset"] == "digits"
+    assert summary["epochs_run"] == 2 and summary["status"] == "finished"
+    assert summary["stopped_early"] is None
+    assert summary["best_val_accuracy"] == pytest.approx(
+        max(float(r["val_accuracy"]) for r in rows)
+    )
+    assert summary["final_val_loss"] == pytest.approx(float(rows[-1]["val_loss"]))
+    assert summary["hyperparameters"]["lr"] == 1.0 and summary["hyperparameters"]["hidden"] == "8,8"
+    for key in ("epochs_to_target", "final_val_accuracy", "seconds_per_epoch"):
+        assert key in summary
+    with open(os.path.join(run_dir, "args.json")) as f:
+        assert json.load(f)["batch_size"] == 60
+
+
+def test_checkpoint_holds_the_final_weights(kbn_run):
+    _, run_dir = kbn_run
+    model = keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras"))
+    assert model.optimizer.iterations.numpy() == 2 * 24  # 1437 training digits / 60 per batch
+    assert not np.allclose(model.get_layer("bn_1").moving_mean.numpy(), 0.0)
+
+
+def test_event_files_have_the_expected_tags(kbn_run):
+    _, run_dir = kbn_run
+    train_tags = tags_by_plugin(os.path.join(run_dir, "train"))
+    validation_tags = tags_by_plugin(os.path.join(run_dir, "validation"))
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss"} <= train_tags[
+        "scalars"
+    ]
+    assert {"epoch_loss", "epoch_accuracy"} <= validation_tags["scalars"]
+    histograms = train_tags["histograms"]
+    for layer in ("bn_1", "bn_2"):
+        for weight in ("gamma", "beta", "moving_mean", "moving_variance"):
+            assert any(f"{layer}/{weight}/" in tag for tag in histograms), (layer, weight)
+    assert {f"activation_input/act_2/p{q}" for q in (15, 50, 85)} <= train_tags["scalars"]
+    assert "activation_input/act_2" in histograms
+    assert "hparams" in tags_by_plugin(run_dir)
+    learning_rates = scalar_values(os.path.join(run_dir, "train"), "epoch_learning_rate")
+    assert [value for _, value in learning_rates] == pytest.approx([1.0, 1.0])
+
+
+def test_nan_loss_stops_and_is_recorded(tmp_path, capsys):
+    status = train_command.main(
+        [
+            "--epochs",
+            "3",
+            "--hidden",
+            "4",
+            "--bn",
+            "none",
+            "--activation",
+            "linear",
+            "--lr",
+            "1e30",
+            "--logdir",
+            str(tmp_path),
+        ]
+    )
+    (run_dir,) = glob.glob(str(tmp_path / "train" / "*"))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert status == 1
+    assert summary["stopped_early"] == "nan" and summary["status"] == "nan"
+    assert summary["epochs_run"] == 1 and summary["final_val_loss"] is None
+    assert "loss became NaN" in capsys.readouterr().out
+
+
+def test_run_folders_are_never_reused(tmp_path):
+    first = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    open(os.path.join(first, "summary.json"), "w").write("{}")
+    second = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    third = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    assert len({first, second, third}) == 3
+    assert second.endswith("same-2") and third.endswith("same-3")
+    assert os.listdir(first) == ["summary.json"] and os.listdir(second) == []
+
+
+@pytest.fixture
+def not_a_folder(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("")
+    return str(path)
+
+
+BAD_FLAGS = [
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--lr", "abc"], "invalid float value"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--epochs", "-1"], "--epochs must be >= 1"),
+    (["--hidden", "10,x"], "--hidden '10,x'"),
+    (["--hidden", "10,0"], "widths must be > 0"),
+    (["--bn-momentum", "1.5"], "--bn-momentum must be in [0, 1]"),
+    (["--bn-epsilon", "0"], "--bn-epsilon must be > 0"),
+    (["--activation", "wiggle"], "--activation 'wiggle'"),
+    (["--target-accuracy", "2"], "--target-accuracy"),
+    (["--validation-split", "1"], "--validation-split"),
+    (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--bn", "batch"], "invalid choice: 'batch'"),
+    (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+    (["--data", "/nonexistent/own.csv"], "no such readable file"),
+    (["--label-column", "placed"], "--label-column needs --data"),
+    (["--resume", "/nonexistent/run"], "not a run folder"),
+    (["--no-such-flag"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_flags_are_one_line_before_training(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_command.main([*flags, "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m train.train: error:")
+    assert message in err
+    assert not glob.glob(str(tmp_path / "train" / "*"))  # nothing trained, no run folder
+
+
+def test_unwritable_logdir_and_wrong_data_type(tmp_path, not_a_folder, capsys):
+    with pytest.raises(SystemExit):
+        train_command.main(["--logdir", os.path.join(not_a_folder, "logs")])
+    assert "cannot create log folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_command.main(["--data", not_a_folder, "--logdir", str(tmp_path)])
+    assert "expected a .npz or .csv file" in capsys.readouterr().err
+
+
+def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "train.train", "--lr", "-3", "--logdir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "python -m train.train: error: --lr must be > 0, got -3.0\n"
+    assert done.stdout == ""
+
+
+def test_help_groups_flags_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        train_command.main(["--help"])
+    text = capsys.readouterr().out
+    for group in ("data:", "model:", "batch norm:", "optimization:", "logging:"):
+        assert group in text
+    assert "--bn-momentum" in text and "(default: 0.99)" in text and "SYNTHETIC" in text
+    assert "python -m train.train --resume" in text  # the docstring's example commands

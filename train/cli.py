@@ -1,0 +1,250 @@
+"""The command-line flags shared by train, compare and lr_sweep, and their checks.
+
+    from train import cli
+    parser = cli.make_parser(__doc__, bn_flag=True, experiment="train")
+    args = cli.parse(parser, argv)        # bad values: one line on stderr, exit 2
+
+Every check runs before any data is loaded or any model trained; a failure
+is one line on stderr (no traceback) and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+
+from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
+from train.models import BN_CHOICES, BN_POSITIONS, MODELS
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+class UsageError(Exception):
+    """A bad flag value or unusable path; the message is one line for the user."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single line (no usage block) and exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
+    """The shared parser: data, model, batch norm, optimization, logging groups."""
+    parser = _OneLineParser(
+        prog=f"python -m train.{experiment}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show = " (default: %(default)s)"
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default="digits",
+        choices=DATASETS,
+        metavar="NAME",
+        help="; ".join(f"{name}: {text}" for name, text in DATASET_HELP.items()) + show,
+    )
+    data.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own .npz (x_train, y_train, x_test, y_test) or .csv; replaces --dataset",
+    )
+    data.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="CSV column (name or 0-based index) with the labels (default: the last column)",
+    )
+    data.add_argument(
+        "--input-norm",
+        default="auto",
+        choices=INPUT_NORMS,
+        help="unit: images / pixel range, tables min-max to [0, 1]; standard: every feature to "
+        "mean 0, std 1 (training-split statistics); auto: unit for images, standard for "
+        "tables" + show,
+    )
+    data.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="fraction held out (fixed by --seed) when the data has no test split" + show,
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="mlp", choices=MODELS, help="architecture" + show)
+    model.add_argument(
+        "--hidden",
+        default="100,100,100",
+        metavar="W,W,...",
+        help="mlp: hidden layer widths; cnn: conv filters" + show,
+    )
+    model.add_argument("--activation", default="sigmoid", help="hidden non-linearity" + show)
+
+    bn = parser.add_argument_group("batch norm")
+    if bn_flag:
+        bn.add_argument(
+            "--bn",
+            default="kbn",
+            choices=BN_CHOICES,
+            help="none, keras.layers.BatchNormalization, or kbn.BatchNormalization" + show,
+        )
+    bn.add_argument(
+        "--bn-position",
+        default="before",
+        choices=BN_POSITIONS,
+        help="BN before the non-linearity (paper) or after it" + show,
+    )
+    bn.add_argument(
+        "--bn-momentum", type=float, default=0.99, help="moving-average momentum" + show
+    )
+    bn.add_argument("--bn-epsilon", type=float, default=1e-3, help="added to the variance" + show)
+
+    optimization = parser.add_argument_group("optimization")
+    optimization.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help=show.strip())
+    optimization.add_argument("--lr", type=float, default=1.0, help="learning rate" + show)
+    optimization.add_argument(
+        "--momentum", type=float, default=0.0, help="SGD momentum (not BN's)" + show
+    )
+    optimization.add_argument("--batch-size", type=int, default=60, help=show.strip())
+    optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
+    optimization.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="fixes initial weights, data order and validation split" + show,
+    )
+    optimization.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.95,
+        help="validation accuracy that counts as converged" + show,
+    )
+
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("--logdir", default="logs", help="root of all runs" + show)
+    logging.add_argument(
+        "--experiment",
+        default=experiment,
+        help="sub-folder grouping runs to compare in TensorBoard" + show,
+    )
+    logging.add_argument(
+        "--run-name", help="run folder suffix after the timestamp (default: from dataset/variant)"
+    )
+    logging.add_argument(
+        "--shift-every",
+        type=int,
+        default=20,
+        metavar="STEPS",
+        help="log the last hidden layer's activation input every STEPS steps" + show,
+    )
+    logging.add_argument(
+        "--batch-log-every",
+        type=int,
+        default=10,
+        metavar="STEPS",
+        help="batch-level TensorBoard scalars every STEPS steps" + show,
+    )
+    if resume_flag:
+        logging.add_argument(
+            "--resume",
+            metavar="RUN_DIR",
+            help="continue an interrupted run from its last finished epoch (other flags ignored)",
+        )
+    return parser
+
+
+def parse(parser, argv=None):
+    """Parses and checks; on a bad value prints one line and exits 2."""
+    args = parser.parse_args(argv)
+    try:
+        check(args)
+    except UsageError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return args
+
+
+def check(args):
+    """Raises UsageError for any unusable value; fills in `args.hidden_widths`."""
+    if getattr(args, "resume", None):
+        if not os.path.isfile(os.path.join(args.resume, "args.json")):
+            raise UsageError(f"--resume {args.resume}: not a run folder (no args.json)")
+        return
+    try:
+        args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
+    except ValueError:
+        raise UsageError(f"--hidden {args.hidden!r}: expected widths like 100,100,100") from None
+    _require(
+        all(width > 0 for width in args.hidden_widths),
+        f"--hidden {args.hidden!r}: widths must be > 0",
+    )
+    _require(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+    _require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    _require(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
+    _require(args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}")
+    _require(0 <= args.bn_momentum <= 1, f"--bn-momentum must be in [0, 1], got {args.bn_momentum}")
+    _require(args.bn_epsilon > 0, f"--bn-epsilon must be > 0, got {args.bn_epsilon}")
+    _require(
+        0 < args.target_accuracy <= 1,
+        f"--target-accuracy must be in (0, 1], got {args.target_accuracy}",
+    )
+    _require(
+        0 < args.validation_split < 1,
+        f"--validation-split must be in (0, 1), got {args.validation_split}",
+    )
+    _require(args.shift_every >= 1, f"--shift-every must be >= 1, got {args.shift_every}")
+    _require(
+        args.batch_log_every >= 1, f"--batch-log-every must be >= 1, got {args.batch_log_every}"
+    )
+    _check_activation(args.activation)
+    if args.data:
+        _require(
+            os.path.isfile(args.data) and os.access(args.data, os.R_OK),
+            f"--data {args.data}: no such readable file",
+        )
+        extension = os.path.splitext(args.data)[1].lower()
+        _require(extension in (".npz", ".csv"), f"--data {args.data}: expected a .npz or .csv file")
+        args.dataset = extension[1:]
+    elif args.label_column is not None:
+        raise UsageError("--label-column needs --data PATH.csv")
+    check_logdir(os.path.join(args.logdir, args.experiment))
+
+
+def check_logdir(folder):
+    """Creates `folder` if needed and makes sure runs can be written into it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create log folder {folder}: {error.strerror}") from None
+    _require(os.access(folder, os.W_OK | os.X_OK), f"log folder {folder} is not writable")
+
+
+def parse_floats(text, flag):
+    """'0.1,1,10' → (0.1, 1.0, 10.0); raises UsageError naming `flag`."""
+    try:
+        values = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected numbers like 0.1,1,10") from None
+    _require(all(value > 0 for value in values), f"{flag} {text!r}: values must be > 0")
+    return values
+
+
+def fail(prog, message, status=2):
+    """Prints one error line and exits."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _check_activation(name):
+    import keras
+
+    try:
+        keras.activations.get(name)
+    except (ValueError, TypeError):
+        raise UsageError(f"--activation {name!r} is not a Keras activation") from None
+
+
+def _require(condition, message):
+    if not condition:
+        raise UsageError(message)

@@ -1,0 +1,92 @@
+"""Trains every variant over a range of learning rates: where does the plain net fail?
+
+    python -m train.lr_sweep                                  # digits, lr 0.05 … 20, 60 epochs
+    python -m train.lr_sweep --lrs 0.1,1,10 --variants none,kbn --epochs 30
+
+Takes every flag of `train.compare`, with --lrs in place of --lr. Prints one row
+per learning rate (epochs to the target accuracy, best validation accuracy in
+brackets; "never" if not reached, "NaN" if the loss blew up) and writes a PNG
+next to the run folders in <logdir>/<experiment>/.
+"""
+
+import os
+import sys
+
+from train import cli, plots, report, runs
+from train.datasets import DatasetError
+from train.models import BN_CHOICES
+from train.train import load_data
+
+DEFAULT_LRS = "0.05,0.1,0.3,1,3,10,20"
+
+
+def main(argv=None):
+    parser = cli.make_parser(__doc__, experiment="lr_sweep", bn_flag=False)
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument(
+        "--lrs",
+        default=DEFAULT_LRS,
+        metavar="LR,LR,...",
+        help="learning rates (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--variants",
+        default="none,keras,kbn",
+        metavar="V,V,...",
+        help="BN variants to train at each rate (default: %(default)s)",
+    )
+    args = cli.parse(parser, argv)
+    try:
+        rates = cli.parse_floats(args.lrs, "--lrs")
+        variants = tuple(args.variants.split(","))
+        unknown = [variant for variant in variants if variant not in BN_CHOICES]
+        if unknown:
+            raise cli.UsageError(
+                f"--variants: unknown {', '.join(unknown)}; use {', '.join(BN_CHOICES)}"
+            )
+        data = load_data(args)
+    except (cli.UsageError, DatasetError) as error:
+        cli.fail(parser.prog, error)
+
+    stamp = runs.timestamp()
+    run_name = args.run_name or data.name
+    results_by_lr = {}
+    interrupted = False
+    for lr in rates:
+        args.lr = lr
+        results_by_lr[lr] = []
+        for variant in variants:
+            run_dir = runs.make_run_dir(
+                args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
+            )
+            print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)
+            result = runs.train_variant(args, data, variant, run_dir)
+            results_by_lr[lr].append(result)
+            interrupted = result.summary["stopped_early"] == "interrupted"
+            if interrupted:
+                break
+        if interrupted:
+            del results_by_lr[lr]  # an incomplete row would misalign the table
+            break
+
+    experiment_dir = os.path.join(args.logdir, args.experiment)
+    print()
+    print(
+        f"{data.name}: {args.model} {args.hidden} {args.activation}, BN {args.bn_position}, "
+        f"{args.optimizer}, batch {args.batch_size}, {args.epochs} epochs,"
+        f" inputs {data.input_norm}, seed {args.seed}"
+    )
+    if results_by_lr:
+        plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
+        plots.plot_sweep(results_by_lr, variants, plot_path, args.target_accuracy)
+        run_dirs = [result.run_dir for results in results_by_lr.values() for result in results]
+        plots.log_image_to_runs(plot_path, run_dirs, tag="lr_sweep_plot")
+        print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
+        print(f"plot: {plot_path}")
+    print(f"logs: {experiment_dir}/{stamp}-{run_name}-*/")
+    print(f"look: tensorboard --logdir {experiment_dir} --host 127.0.0.1")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Sequential model builders with no BN, Keras's BN or kbn's BN.
+
+    from train.models import build_model
+    model = build_model("mlp", input_shape=(8, 8, 1), num_classes=10, bn="kbn", seed=1)
+    model = build_model("cnn", input_shape=(28, 28, 1), num_classes=10, bn="keras", seed=1)
+
+`bn_position="before"` puts BN between each hidden layer's linear part and its
+non-linearity, z → BN(z) → g(BN(z)) (the paper's choice; the linear layer then
+has no bias, since BN's β replaces it); `"after"` normalizes the activation,
+z → g(z) → BN(g(z)). Those are the two approaches of the lecture notes.
+
+Every kernel initializer is seeded from `seed` and BN's initializers are the
+same in both BN classes (γ = 1, β = 0, moving mean 0, moving variance 1), so
+the same seed gives the same initial weights whatever the `bn` choice.
+The activation layers are named `act_1`, `act_2`, …; `hidden_activation_names`
+lists them, e.g. for `kbn.callbacks.ActivationInputMonitor`.
+"""
+
+import keras
+
+import kbn
+
+BN_CHOICES = ("none", "keras", "kbn")
+BN_POSITIONS = ("before", "after")
+MODELS = ("mlp", "cnn")
+_BN_CLASSES = {"keras": keras.layers.BatchNormalization, "kbn": kbn.BatchNormalization}
+
+
+def build_model(
+    model,
+    *,
+    input_shape,
+    num_classes,
+    bn="none",
+    seed=1,
+    hidden=(100, 100, 100),
+    activation="sigmoid",
+    bn_position="before",
+    bn_momentum=0.99,
+    bn_epsilon=1e-3,
+):
+    """Builds an uncompiled `keras.Sequential` classifier with a softmax output.
+
+    Args:
+        model: "mlp" (Dense layers of widths `hidden`) or "cnn" (two 3×3 conv
+            blocks with max pooling, then global average pooling).
+        input_shape: Shape of one sample.
+        num_classes: Width of the softmax output.
+        bn: "none", "keras" (keras.layers.BatchNormalization) or "kbn".
+        seed: Seeds every kernel initializer.
+        hidden: mlp: hidden widths; cnn: filters of the conv blocks.
+        activation: Hidden non-linearity (a Keras activation name).
+        bn_position: "before" or "after" the non-linearity.
+        bn_momentum, bn_epsilon: Passed to the BN layers.
+
+    Returns:
+        The built model.
+    """
+    if bn not in BN_CHOICES:
+        raise ValueError(f"bn must be one of {BN_CHOICES}, got {bn!r}")
+    if bn_position not in BN_POSITIONS:
+        raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
+    use_bn = bn != "none"
+    # Before the non-linearity BN's β takes over the bias.
+    use_bias = not (use_bn and bn_position == "before")
+
+    def normalization(index):
+        return _BN_CLASSES[bn](momentum=bn_momentum, epsilon=bn_epsilon, name=f"bn_{index}")
+
+    layers = [keras.Input(shape=tuple(input_shape))]
+    if model == "mlp":
+        layers.append(keras.layers.Flatten(name="flatten"))
+    elif model != "cnn":
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    for index, width in enumerate(hidden, start=1):
+        initializer = keras.initializers.GlorotUniform(seed=seed * 1000 + index)
+        if model == "mlp":
+            linear = keras.layers.Dense(
+                width, use_bias=use_bias, kernel_initializer=initializer, name=f"dense_{index}"
+            )
+        else:
+            linear = keras.layers.Conv2D(
+                width,
+                3,
+                padding="same",
+                use_bias=use_bias,
+                kernel_initializer=initializer,
+                name=f"conv_{index}",
+            )
+        layers.append(linear)
+        if use_bn and bn_position == "before":
+            layers.append(normalization(index))
+        layers.append(keras.layers.Activation(activation, name=f"act_{index}"))
+        if use_bn and bn_position == "after":
+            layers.append(normalization(index))
+        if model == "cnn" and index < len(hidden):
+            layers.append(keras.layers.MaxPooling2D(name=f"pool_{index}"))
+    if model == "cnn":
+        layers.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+    layers.append(
+        keras.layers.Dense(
+            num_classes,
+            activation="softmax",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000),
+            name="output",
+        )
+    )
+    return keras.Sequential(layers, name=f"{model}_{bn}")
+
+
+def hidden_activation_names(model):
+    """Names of the hidden activation layers, first to last."""
+    return [layer.name for layer in model.layers if layer.name.startswith("act_")]

@@ -1,0 +1,107 @@
+"""PNG plots of a comparison or a learning-rate sweep, also logged to TensorBoard as images.
+
+from train import plots
+plots.plot_comparison(results, "logs/compare/20250101-120000-digits.png", target_accuracy=0.95)
+plots.log_image_to_runs("logs/compare/....png", [result.run_dir for result in results])
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"none": "tab:red", "keras": "tab:blue", "kbn": "tab:green"}
+STYLES = {"none": "-", "keras": "-", "kbn": "--"}
+
+
+def plot_comparison(results, path, target_accuracy):
+    """Validation accuracy, training loss, and the last hidden layer's activation input."""
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8))
+    accuracy, loss, shift_plain, shift_bn = axes.ravel()
+    for result in results:
+        variant = result.summary["variant"]
+        epochs = [row["epoch"] for row in result.rows]
+        style = dict(color=COLORS[variant], linestyle=STYLES[variant], label=variant)
+        accuracy.plot(epochs, [row["val_accuracy"] for row in result.rows], **style)
+        loss.plot(epochs, [row["loss"] for row in result.rows], **style)
+    accuracy.axhline(target_accuracy, color="grey", linewidth=0.8, linestyle=":")
+    accuracy.set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
+    loss.set(title="training loss", xlabel="epoch", yscale="log")
+    for axis in (accuracy, loss):
+        axis.legend()
+
+    by_variant = {result.summary["variant"]: result for result in results}
+    bn_variant = "kbn" if "kbn" in by_variant else "keras"
+    for axis, variant, title in (
+        (shift_plain, "none", "without BN"),
+        (shift_bn, bn_variant, f"with BN ({bn_variant})"),
+    ):
+        history = by_variant[variant].shift_history if variant in by_variant else []
+        _plot_percentiles(axis, history, COLORS.get(variant, "black"))
+        layer = history[0]["layer"] if history else "?"
+        axis.set(title=f"input to {layer}'s non-linearity, {title}", xlabel="training step")
+    low, high = _shared_limits([shift_plain, shift_bn])
+    shift_plain.set_ylim(low, high)
+    shift_bn.set_ylim(low, high)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def plot_sweep(results_by_lr, variants, path, target_accuracy):
+    """Best validation accuracy and epochs to target against the learning rate."""
+    figure, (best, speed) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rates = list(results_by_lr)
+    epochs = max(result.summary["hyperparameters"]["epochs"] for result in results_by_lr[rates[0]])
+    for index, variant in enumerate(variants):
+        summaries = [results_by_lr[lr][index].summary for lr in rates]
+        style = dict(color=COLORS.get(variant), linestyle=STYLES.get(variant, "-"), marker="o")
+        best.plot(rates, [s["best_val_accuracy"] or 0.0 for s in summaries], label=variant, **style)
+        # "never" is drawn above the last epoch so a failure is visible, not missing.
+        speed.plot(
+            rates, [s["epochs_to_target"] or epochs + 5 for s in summaries], label=variant, **style
+        )
+    best.axhline(target_accuracy, color="grey", linewidth=0.8, linestyle=":")
+    best.set(title="best validation accuracy", xlabel="learning rate", xscale="log", ylim=(0, 1))
+    speed.axhline(epochs, color="grey", linewidth=0.8, linestyle=":")
+    speed.set(
+        title=f"epochs to {target_accuracy:g} (above the line: never)",
+        xlabel="learning rate",
+        xscale="log",
+    )
+    for axis in (best, speed):
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def log_image_to_runs(path, run_dirs, tag="comparison_plot"):
+    """Adds the PNG at `path` as an image to every run's `train/` events."""
+    import tensorflow as tf
+
+    with open(path, "rb") as f:
+        image = tf.image.decode_png(f.read(), channels=4)[None]
+    for run_dir in run_dirs:
+        with tf.summary.create_file_writer(os.path.join(run_dir, "train")).as_default():
+            tf.summary.image(tag, image, step=0)
+
+
+def _plot_percentiles(axis, history, color):
+    steps = [record["step"] for record in history]
+    for key, width in (("p15", 0.8), ("p50", 1.6), ("p85", 0.8)):
+        axis.plot(
+            steps, [record[key] for record in history], color=color, linewidth=width, label=key
+        )
+    if history:
+        axis.legend(title="percentile", loc="upper right")
+
+
+def _shared_limits(axes):
+    limits = [axis.get_ylim() for axis in axes if axis.lines]
+    if not limits:
+        return 0.0, 1.0
+    return min(low for low, _ in limits), max(high for _, high in limits)

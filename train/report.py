@@ -1,0 +1,91 @@
+"""Terminal tables and the keras-vs-kbn agreement check.
+
+from train import report
+print(report.comparison_table(results, target_accuracy=0.95))
+agree, max_difference = report.curves_agree(keras_result.rows, kbn_result.rows)
+"""
+
+import math
+
+# The curves compared between the Keras and kbn variants.
+CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+AGREEMENT_TOLERANCE = 1e-3
+
+
+def comparison_table(results, target_accuracy):
+    """One row per variant: epochs to target, best/final val accuracy, final val loss, s/epoch."""
+    header = (
+        "variant",
+        f"epochs to {target_accuracy:g}",
+        "best val acc",
+        "final val acc",
+        "final val loss",
+        "s/epoch",
+        "stopped",
+    )
+    rows = []
+    for result in results:
+        s = result.summary
+        rows.append(
+            (
+                s["variant"],
+                _or_dash(s["epochs_to_target"], "never"),
+                _number(s["best_val_accuracy"], 4),
+                _number(s["final_val_accuracy"], 4),
+                _number(s["final_val_loss"], 4),
+                _number(s["seconds_per_epoch"], 3),
+                s["stopped_early"] or "",
+            )
+        )
+    return format_table(header, rows)
+
+
+def sweep_table(results_by_lr, variants, target_accuracy):
+    """One row per learning rate; per variant 'epochs to target (best val acc)'."""
+    header = ("lr", *(f"{variant}: epochs to {target_accuracy:g} (best)" for variant in variants))
+    rows = []
+    for lr, results in results_by_lr.items():
+        cells = []
+        for result in results:
+            s = result.summary
+            outcome = (
+                "NaN" if s["stopped_early"] == "nan" else _or_dash(s["epochs_to_target"], "never")
+            )
+            cells.append(f"{outcome} ({_number(s['best_val_accuracy'], 3)})")
+        rows.append((f"{lr:g}", *cells))
+    return format_table(header, rows)
+
+
+def format_table(header, rows):
+    """A plain-text table with columns padded to their widest cell."""
+    table = [tuple(str(cell) for cell in row) for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def curves_agree(rows_a, rows_b, tolerance=AGREEMENT_TOLERANCE):
+    """Whether two runs' per-epoch curves match within `tolerance`, element by element.
+
+    Returns:
+        (agree, max_difference): a run that stopped earlier than the other, or a
+        NaN in either, never agrees.
+    """
+    if len(rows_a) != len(rows_b) or not rows_a:
+        return False, math.inf
+    differences = [abs(a[key] - b[key]) for a, b in zip(rows_a, rows_b) for key in CURVE_KEYS]
+    if not all(math.isfinite(difference) for difference in differences):
+        return False, math.inf
+    max_difference = max(differences)
+    return max_difference <= tolerance, max_difference
+
+
+def _number(value, digits):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _or_dash(value, missing):
+    return missing if value is None else value
