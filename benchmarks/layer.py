@@ -157,7 +157,7 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
 
 
 def layer_step(layer_cls, x, mode, jit):
-    """A built layer and a no-argument callable running one step on `x`.
+    """A `tf.function` running one step of a fresh layer on inputs like `x`.
 
     `mode` "train": forward + backward + moving update with the loss Σy²,
     returning dx, dγ, dβ; "infer": the inference forward pass.
@@ -173,18 +173,14 @@ def layer_step(layer_cls, x, mode, jit):
             return tape.gradient(loss, [x] + layer.trainable_weights)
     else:
         step = tf.function(lambda x: layer(x, training=False), jit_compile=jit)
-    return layer, lambda: step(x)
+    return step
 
 
-def kbn_path(layer, x, mode):
-    """Which kernel module kbn's layer picks for this input ("fast" / "generic")."""
-    kernel = getattr(layer, "_kernel", None)
-    if kernel is None:
-        return "?"
-    module = kernel(x, training=mode == "train", mask=None)
-    return getattr(module, "__name__", str(module)).rsplit(".", 1)[-1].lstrip("_").replace(
-        "tf_", ""
-    )
+def kbn_path(step, x):
+    """"fused" if the traced step holds the fused batch-norm kernel, else "generic"."""
+    graph = step.get_concrete_function(x).graph
+    return "fused" if any(op.type == "FusedBatchNormV3" for op in graph.get_operations()) \
+        else "generic"
 
 
 def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
@@ -195,9 +191,10 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
         elements = int(np.prod(shape))
         for mode in ("train", "infer"):
             for jit in (False, True):
-                built = {name: layer_step(cls, x, mode, jit) for name, cls in LAYERS.items()}
+                steps = {name: layer_step(cls, x, mode, jit) for name, cls in LAYERS.items()}
                 medians, spreads, reps = time_interleaved(
-                    {name: fn for name, (_, fn) in built.items()}, min_reps, max_reps, budget_s
+                    {name: (lambda step=step, x=x: step(x)) for name, step in steps.items()},
+                    min_reps, max_reps, budget_s,
                 )
                 floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * elements
                 floor_s = floor_bytes / (copy_gbps * 1e9)
@@ -206,7 +203,7 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                     "elements": elements,
                     "mode": mode,
                     "xla": jit,
-                    "path": kbn_path(built["kbn"][0], x, mode),
+                    "path": kbn_path(steps["kbn"], x),
                     "keras_ms": medians["Keras"] * 1e3,
                     "kbn_ms": medians["kbn"] * 1e3,
                     "ratio": medians["kbn"] / medians["Keras"],
@@ -225,36 +222,17 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
 # -------------------------------------------------------------------- fit ---
 
 def digits():
-    """sklearn's 8×8 digits: 1797 images, pixels scaled to [0, 1]."""
+    """sklearn's 8×8 digits as (N, 8, 8, 1) images, pixels scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
     images, labels = load_digits(return_X_y=True)
-    return (images / 16.0).astype("float32"), labels.astype("int32")
+    return (images / 16.0).astype("float32").reshape(-1, 8, 8, 1), labels.astype("int32")
 
 
-def build_mlp(bn_cls):
-    """3 × (Dense(100) → BN → sigmoid) → softmax, BN before the activation."""
-    layers = [keras.Input((64,))]
-    for _ in range(3):
-        layers += [keras.layers.Dense(100), bn_cls(), keras.layers.Activation("sigmoid")]
-    layers.append(keras.layers.Dense(10, activation="softmax"))
-    return keras.Sequential(layers)
-
-
-def build_cnn(bn_cls):
-    """3 × (Conv2D → BN → relu) on the 8×8 digits, global pooling, softmax."""
-    layers = [keras.Input((8, 8, 1))]
-    for filters in (32, 64, 128):
-        layers += [
-            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-            bn_cls(),
-            keras.layers.Activation("relu"),
-        ]
-    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")]
-    return keras.Sequential(layers)
-
-
-MODELS = {"MLP": (build_mlp, (64,)), "CNN": (build_cnn, (8, 8, 1))}
+# The train/ pipeline's models with their defaults: `mlp` is 3 × (Dense(100) →
+# BN → sigmoid), `cnn` 3 × (Conv2D(100, 3×3) → BN → sigmoid) with max pooling.
+MODELS = {"MLP": "mlp", "CNN": "cnn"}
+_BN_NAMES = {"kbn": "kbn", "Keras": "keras"}
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -271,12 +249,14 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def compiled_model(model_name, bn_cls):
-    build, input_shape = MODELS[model_name]
-    keras.utils.set_random_seed(0)
-    model = build(bn_cls)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return model, input_shape
+def compiled_model(model_name, layer_name):
+    from train.models import build_model
+
+    images, _ = digits()
+    model = build_model(MODELS[model_name], input_shape=images.shape[1:], num_classes=10,
+                        bn=_BN_NAMES[layer_name], seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    return model
 
 
 def bench_fit(model_names, rounds, epochs, log, batch_size=60):
@@ -285,17 +265,16 @@ def bench_fit(model_names, rounds, epochs, log, batch_size=60):
     rows = []
     for model_name in model_names:
         models = {}
-        for name, cls in LAYERS.items():
-            model, input_shape = compiled_model(model_name, cls)
-            data = images.reshape((-1,) + input_shape)
-            model.fit(data, labels, batch_size=batch_size, epochs=1, verbose=0)  # traces
+        for name in LAYERS:
+            model = compiled_model(model_name, name)
+            model.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0)  # traces
             models[name] = model
         seconds = {name: [] for name in models}
         names = list(models)
         for round_index in range(rounds):
             for name in names if round_index % 2 == 0 else names[::-1]:
                 timer = EpochTimer()
-                models[name].fit(data, labels, batch_size=batch_size, epochs=epochs, verbose=0,
+                models[name].fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0,
                                  callbacks=[timer])
                 seconds[name] += timer.seconds
         medians = {name: statistics.median(s) for name, s in seconds.items()}
@@ -355,11 +334,10 @@ def memory_probe(spec):
             step(x)
     else:
         images, labels = digits()
-        model, input_shape = compiled_model(spec["model"], cls)
-        data = images.reshape((-1,) + input_shape)
+        model = compiled_model(spec["model"], spec["layer"])
 
         def run():  # the first epoch: includes tracing the train function
-            model.fit(data, labels, batch_size=60, epochs=1, verbose=0)
+            model.fit(images, labels, batch_size=60, epochs=1, verbose=0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current VmRSS
     baseline = _resident_kib()["VmRSS"]

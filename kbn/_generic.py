@@ -34,8 +34,16 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
 
     Returns:
         `(mean, variance, count)`, each of shape `(channels,)`; `count` is the
-        number of entries each channel's statistics were taken over.
+        number of entries each channel's statistics were taken over, or None
+        when it is the same for every channel (no mask, one replica).
     """
+    # d/dμ Σ(x − μ)² = −2Σ(x − μ) = 0, so stopping the gradient through μ in
+    # the variance changes nothing but the work the backward pass does.
+    if mask is None and all_reduce_sum is None:
+        mean = ops.mean(x, axis=reduction_axes, keepdims=True)
+        variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes,
+                            keepdims=True)
+        return ops.squeeze(mean, reduction_axes), ops.squeeze(variance, reduction_axes), None
     reduce = all_reduce_sum or (lambda tensors: tensors)
     weights = None
     if mask is None:
@@ -51,8 +59,6 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     # statistics finite, and the layer skips its moving update.
     safe_count = ops.maximum(count, 1.0)
     mean = total / safe_count
-    # d/dμ Σ(x − μ)² = −2Σ(x − μ) = 0, so stopping the gradient through μ
-    # changes nothing but the work the backward pass does.
     deviation = x - ops.stop_gradient(mean)
     if weights is not None:
         deviation = deviation * weights
@@ -68,14 +74,14 @@ def normalize(x, mean, variance, gamma, beta, epsilon, axis):
     `k = gamma / sqrt(variance + ε)`: two passes over `x` instead of three.
     `gamma` / `beta` may be None (`scale=False` / `center=False`).
     """
-    shape = broadcast_shape(len(x.shape), axis, mean.shape[0])
     factor = ops.rsqrt(variance + epsilon)
     if gamma is not None:
         factor = factor * gamma
-    offset = -mean * factor
-    if beta is not None:
-        offset = offset + beta
-    return x * ops.reshape(factor, shape) + ops.reshape(offset, shape)
+    offset = -mean * factor if beta is None else beta - mean * factor
+    if axis != len(x.shape) - 1:  # a channel axis other than the last needs explicit broadcasting
+        shape = broadcast_shape(len(x.shape), axis, mean.shape[0])
+        factor, offset = ops.reshape(factor, shape), ops.reshape(offset, shape)
+    return x * factor + offset
 
 
 def moving_update(moving, batch, momentum, valid):
@@ -89,9 +95,14 @@ def moving_update(moving, batch, momentum, valid):
     return ops.where(valid, updated, moving)
 
 
-def is_valid(*statistics, count=None):
-    """Per channel: every statistic finite and, if given, `count > 0`."""
-    valid = ops.all(ops.stack([ops.isfinite(s) for s in statistics]), axis=0)
+def is_valid(mean, variance, count=None):
+    """Per channel: mean and variance finite and, if `count` is given, `count > 0`.
+
+    One test covers both statistics: variance is >= 0 or NaN, so mean + variance
+    is finite exactly when both are (up to float overflow of the sum, which is
+    treated as invalid too).
+    """
+    valid = ops.isfinite(mean + variance)
     if count is not None:
         valid = ops.logical_and(valid, count > 0)
     return valid

@@ -8,8 +8,14 @@ passes, so it does the same math with less memory traffic.
 It serves a float32 input whose channel axis is the last one, of any rank >= 2
 (reshaped to the 4-D NHWC layout the kernel wants; the reshape is free), when
 there is no mask, no cross-replica synchronization and no renorm. `supports`
-says when; everything else stays on `_generic`. The functions have
-`_generic.train_forward` / `_generic.infer_forward`'s signatures and numbers.
+says when; everything else stays on `_generic`. Within what it serves,
+`train_forward` / `infer_forward` (with `_generic`'s signatures and numbers)
+pick by what the benchmark measured fastest:
+
+- the fused kernel for tensors of MIN_FUSED_ELEMENTS or more;
+- the generic ops for smaller ones (the fused call has a fixed cost);
+- inside `jit_compile=True`, statistics by matrix products up to
+  MAX_MATMUL_CHANNELS channels, otherwise the generic ops, which XLA fuses.
 """
 
 import types
@@ -29,6 +35,15 @@ _MIN_EPSILON = 1.001e-5
 # generic ops are quicker (benchmarks: 60×100 took 1.2 ms fused vs 0.75 ms
 # generic, 1024×100 the same both ways). Smaller tensors take `_generic`.
 MIN_FUSED_ELEMENTS = 1 << 17
+NOMINAL_BATCH = 32  # Keras's default batch size
+
+# Inside a jit_compile=True function XLA lowers the fused op back to plain
+# math, and on CPU it compiles the reductions over the leading axes of a tall
+# (rows, channels) tensor to slow loops: Keras's training step on
+# 128×32×32×64 took 125 ms. Summing with a matrix product by a row of ones
+# runs in the multi-threaded GEMM instead (69 ms). Over 256 channels (few
+# rows per channel) XLA's reductions were as fast (8192×2048: 68 vs 72 ms).
+MAX_MATMUL_CHANNELS = 256
 
 
 def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False):
@@ -57,10 +72,6 @@ def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False)
         and epsilon >= _MIN_EPSILON
         and mask is None
         and not (training and (synchronized or renorm))
-        # Inside an XLA function the fused op is lowered back to elementwise
-        # math; the benchmark shows that pays for rank-4 inputs (0.4–0.95× of
-        # Keras) but not for merged ranks (1.0–1.4×), which XLA fuses as well.
-        and not (rank != 4 and _in_xla_function())
     )
 
 
@@ -92,17 +103,27 @@ def _scale_and_offset(gamma, beta, channels):
 def _by_size(x, fused, generic):
     """`fused()` for tensors of at least MIN_FUSED_ELEMENTS, else `generic()`.
 
-    Decided while tracing when the size is static; otherwise (a `None` batch
-    axis, as in `fit()`) by a `tf.cond` on the runtime size.
+    Decided while tracing. A batch axis unknown then (`fit()` traces with
+    None) counts as NOMINAL_BATCH samples, which keeps a run-time branch out
+    of the graph; only when other axes are unknown too does a `tf.cond` on the
+    run-time size decide.
     """
     size = x.shape.num_elements()
+    per_sample = x.shape[1:].num_elements()
+    if size is None and per_sample is not None:
+        size = per_sample * NOMINAL_BATCH
     if size is not None:
         return fused() if size >= MIN_FUSED_ELEMENTS else generic()
     return tf.cond(tf.size(x) >= MIN_FUSED_ELEMENTS, fused, generic)
 
 
 def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_fn=None):
-    """Training-mode forward pass: the fused kernel for large tensors (see `supports`)."""
+    """Training-mode forward pass (see `supports`): the fused kernel for large
+    tensors; inside XLA, statistics by matrix products where that pays."""
+    if _in_xla_function():
+        if x.shape[-1] <= MAX_MATMUL_CHANNELS:
+            return matmul_train_forward(x, gamma, beta, epsilon)
+        return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
     return _by_size(
         x,
         lambda: fused_train_forward(x, gamma, beta, epsilon),
@@ -111,7 +132,10 @@ def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_f
 
 
 def infer_forward(x, mean, variance, gamma, beta, epsilon, axis):
-    """Inference-mode forward pass: the fused kernel for large tensors (see `supports`)."""
+    """Inference-mode forward pass: the fused kernel for large tensors outside
+    XLA (inside, XLA fuses the generic elementwise math on its own)."""
+    if _in_xla_function():
+        return _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axis)
     return _by_size(
         x,
         lambda: fused_infer_forward(x, mean, variance, gamma, beta, epsilon),
@@ -124,8 +148,8 @@ def fused_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None,
     """Training-mode forward pass in the fused kernel, whatever the size.
 
     Returns:
-        `(outputs, mean, variance, count)` as `_generic.train_forward`: the
-        variance is the biased (1/m) one.
+        `(outputs, mean, variance, None)` as `_generic.train_forward` without
+        a mask: the variance is the biased (1/m) one.
     """
     channels = x.shape[-1]
     scale, offset = _scale_and_offset(gamma, beta, channels)
@@ -134,16 +158,33 @@ def fused_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None,
         x=_as_nhwc(x), scale=scale, offset=offset, mean=empty, variance=empty,
         epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
     )
-    count = tf.cast(tf.size(x) // channels, tf.float32)
+    m = tf.cast(tf.size(x) // channels, tf.float32)
     # The kernel reports the Bessel-corrected variance, Σ(x − μ)² / (m − 1);
-    # the moving update wants the biased one, Σ(x − μ)² / m (for m = 1 the
-    # kernel reports 0, which stays 0). An empty batch (m = 0) gets NaN from
-    # the kernel and 0 from `_generic`: report 0, as `_generic` does.
-    nonempty = count > 0.0
-    mean = tf.where(nonempty, result.batch_mean, 0.0)
-    variance = tf.where(nonempty, result.batch_variance * ((count - 1.0) / count), 0.0)
+    # the moving update wants the biased one, Σ(x − μ)² / m. For m = 1 the
+    # kernel reports 0, which stays 0; an empty batch (m = 0) gives NaN, as
+    # the generic mean of nothing does, and the layer skips its update.
+    variance = result.batch_variance * ((m - 1.0) / m)
     outputs = tf.reshape(result.y, tf.shape(x))
-    return outputs, mean, variance, tf.fill([channels], count)
+    return outputs, result.batch_mean, variance, None
+
+
+def matmul_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None, mask=None,
+                         moments_fn=None):
+    """Training-mode forward pass with the per-channel sums as matrix products.
+
+    The input as a (rows, channels) matrix; Σ over rows = a row of ones times
+    it. Two passes as in `_generic.moments`: the mean, then the mean of squared
+    deviations. Meant for XLA (see MAX_MATMUL_CHANNELS), correct anywhere.
+    """
+    channels = x.shape[-1]
+    rows = tf.reshape(x, [-1, channels])
+    ones = tf.ones([1, tf.shape(rows)[0]], x.dtype)
+    m = tf.cast(tf.shape(rows)[0], x.dtype)
+    mean = tf.matmul(ones, rows)[0] / m
+    squares = tf.square(rows - tf.stop_gradient(mean))  # see `_generic.moments` on the gradient
+    variance = tf.matmul(ones, squares)[0] / m
+    outputs = _generic.normalize(x, mean, variance, gamma, beta, epsilon, len(x.shape) - 1)
+    return outputs, mean, variance, None
 
 
 def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axis=None):

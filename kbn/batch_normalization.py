@@ -295,8 +295,9 @@ class BatchNormalization(keras.layers.Layer):
         return _tf_fast.always_fused if path == "fast" else _tf_fast
 
     def _move(self, variable, batch_value, momentum, valid):
+        moving = ops.convert_to_tensor(variable)  # one read of the variable, used twice
         batch_value = ops.cast(batch_value, variable.dtype)
-        variable.assign(_generic.moving_update(variable, batch_value, momentum, valid))
+        variable.assign(_generic.moving_update(moving, batch_value, momentum, valid))
 
     def _update_renorm_statistics(self, mean, variance, valid):
         stddev = ops.sqrt(variance + self.epsilon)

@@ -1,7 +1,7 @@
 """The TensorFlow fast path (`kbn/_tf_fast.py`) against the generic one.
 
 `_tf_fast` must give `_generic`'s numbers wherever `supports` says it serves:
-outputs, the returned batch mean / biased variance / count, and the gradients
+outputs, the returned batch mean / biased variance, and the gradients
 with respect to x, γ and β. The full layer parity suite runs on both paths
 through `KBN_PATH`; these tests compare the two kernel modules directly.
 
@@ -45,7 +45,8 @@ def _forward_and_grads(module, x, gamma, beta, upstream, training, graph):
                 y, mean, variance, count = module.train_forward(
                     x, gamma, beta, EPSILON, axis, reduction_axes, None
                 )
-                statistics = [mean, variance, count]
+                assert count is None  # no mask: the same count in every channel
+                statistics = [mean, variance]
             else:
                 y = module.infer_forward(
                     x, moving_mean, moving_variance, gamma, beta, EPSILON, axis
@@ -91,7 +92,7 @@ def test_fast_path_matches_generic(shape, center_scale, training, graph):
     fast = _forward_and_grads(FUSED, x, gamma, beta, upstream, training, graph)
     generic = _forward_and_grads(_generic, x, gamma, beta, upstream, training, graph)
 
-    names = ["outputs"] + (["mean", "variance", "count"] if training else [])
+    names = ["outputs"] + (["mean", "variance"] if training else [])
     names += ["dx"] + ["dgamma"] * scale + ["dbeta"] * center
     assert len(fast) == len(generic) == len(names)
     for name, a, b in zip(names, fast, generic):
@@ -107,23 +108,27 @@ def test_variance_is_biased_and_two_pass():
     """
     rng = np.random.default_rng(0)
     x = (1e4 + rng.normal(size=(6, 5, 4, 3))).astype("float32")
-    _, mean, variance, count = FUSED.train_forward(
+    _, mean, variance, _ = FUSED.train_forward(
         tf.constant(x), None, None, EPSILON, 3, [0, 1, 2], None
     )
     flat = x.astype("float64").reshape(-1, 3)
     np.testing.assert_allclose(mean.numpy(), flat.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(variance.numpy(), flat.var(axis=0), rtol=1e-4)
-    np.testing.assert_array_equal(count.numpy(), [120.0] * 3)
 
 
 @pytest.mark.parametrize("batch", [0, 1], ids=["empty", "single"])
 def test_degenerate_batches_match_generic(batch):
-    """m = 1: variance 0 (not 0/0); m = 0: statistics 0 (the kernel gives NaN)."""
+    """m = 1: variance 0 (not 0/0); m = 0: NaN statistics on both paths, which
+    the layer's NaN-safe update skips."""
     x = tf.ones([batch, 4])
     fast = FUSED.train_forward(x, None, None, EPSILON, 1, [0], None)
     generic = _generic.train_forward(x, None, None, EPSILON, 1, [0], None)
-    for a, b in zip(fast, generic):
+    for a, b in zip(fast[:3], generic[:3]):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    if batch == 1:
+        np.testing.assert_array_equal(fast[2].numpy(), np.zeros(4))
+    else:
+        assert np.all(np.isnan(fast[1].numpy())) and np.all(np.isnan(fast[2].numpy()))
 
 
 def test_nan_stays_in_its_channel():
@@ -173,23 +178,77 @@ def test_supports_rejects_what_it_cannot_serve(case):
     assert not _supports(**case)
 
 
-def test_xla_functions_take_the_fast_path_for_rank_4_only():
-    """Inside jit_compile=True the fused op only pays for rank-4 inputs (benchmark)."""
-    seen = {}
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("shape", [(64, 100), (6, 5, 4, 16), (2048, 12)], ids=str)
+def test_matmul_statistics_match_generic(shape, jit):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
+    gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype("float32"))
+    beta = tf.constant(rng.normal(0.0, 1.0, shape[-1]).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    axis, reduction_axes = len(shape) - 1, list(range(len(shape) - 1))
 
-    @tf.function(jit_compile=True)
-    def probe(x2, x4):
-        seen["rank2"] = _tf_fast.supports(x2, True, None, 1, EPSILON)
-        seen["rank4"] = _tf_fast.supports(x4, True, None, 3, EPSILON)
-        return x2
+    def run(forward):
+        @tf.function(jit_compile=jit)
+        def step(x, gamma, beta):
+            with tf.GradientTape() as tape:
+                tape.watch([x, gamma, beta])
+                y, mean, variance, _ = forward(x, gamma, beta, EPSILON, axis, reduction_axes,
+                                               None)
+                loss = tf.reduce_sum(y * upstream)
+            return [y, mean, variance] + tape.gradient(loss, [x, gamma, beta])
+        return [t.numpy() for t in step(x, gamma, beta)]
 
-    probe(tf.zeros([4, 3]), tf.zeros([2, 2, 2, 3]))
-    assert seen == {"rank2": False, "rank4": True}
-    assert _supports(shape=(4, 3))  # outside XLA, rank 2 is served
+    names = ["outputs", "mean", "variance", "dx", "dgamma", "dbeta"]
+    for name, a, b in zip(names, run(_tf_fast.matmul_train_forward),
+                          run(_generic.train_forward)):
+        _assert_close(a, b, name)
 
 
-def _op_types(function, *specs):
-    graph = tf.function(function).get_concrete_function(*specs).graph
+@pytest.mark.parametrize("channels,expected", [(16, "MatMul"), (300, None)])
+def test_inside_xla_statistics_come_from_matrix_products_up_to_256_channels(channels,
+                                                                             expected):
+    def forward(x):
+        return _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)[0]
+
+    types_ = _op_types(forward, tf.TensorSpec((512, channels)), jit_compile=True)
+    assert "FusedBatchNormV3" not in types_  # XLA lowers it to plain math anyway
+    assert ("MatMul" in types_) == (expected == "MatMul")
+    assert _supports(shape=(4, 3))  # rank 2 is served outside XLA too
+
+
+@pytest.mark.parametrize("shape", [(64, 7), (6, 5, 4, 3), (16, 300)], ids=str)
+def test_layer_under_jit_compile_matches_keras(shape):
+    """The layer's whole training step, compiled with XLA, against Keras's, compiled too."""
+    import keras
+
+    import kbn
+
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(1.0, 2.0, shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    def compiled_step(layer):
+        @tf.function(jit_compile=True)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) * upstream)
+            return [loss] + tape.gradient(loss, [x] + layer.trainable_weights)
+        return step
+
+    results = []
+    for cls in (kbn.BatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(momentum=0.8)
+        layer.build(shape)
+        step = compiled_step(layer)
+        outputs = [t.numpy() for t in step(x)] + [t.numpy() for t in step(x * 0.5 + 1.0)]
+        results.append(outputs + [w.numpy() for w in layer.weights])
+    for i, (a, b) in enumerate(zip(*results)):
+        _assert_close(a, b, f"result {i}")
+
+
+def _op_types(function, *specs, jit_compile=False):
+    graph = tf.function(function, jit_compile=jit_compile).get_concrete_function(*specs).graph
     types_ = {op.type for op in graph.get_operations()}
     for op in graph.get_operations():  # the branches of a tf.cond are graphs of their own
         for name in ("then_branch", "else_branch"):
@@ -201,40 +260,48 @@ def _op_types(function, *specs):
 
 @pytest.mark.parametrize("training", [True, False])
 def test_size_decides_fused_or_generic(training):
-    """Large static shapes trace to the fused kernel, small ones to generic ops,
-    and a dynamic batch axis to a tf.cond holding both."""
+    """Large shapes trace to the fused kernel, small ones to generic ops; an unknown
+    batch axis counts as NOMINAL_BATCH samples; with other axes unknown too a
+    tf.cond holding both decides at run time."""
     def forward(x):
-        channels = x.shape[-1]
+        channels, axis = x.shape[-1], len(x.shape) - 1
         if training:
-            return _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)[0]
+            return _tf_fast.train_forward(x, None, None, EPSILON, axis, list(range(axis)), None)[0]
         return _tf_fast.infer_forward(x, tf.zeros([channels]), tf.ones([channels]), None,
-                                      None, EPSILON, 1)
+                                      None, EPSILON, axis)
 
-    large = (_tf_fast.MIN_FUSED_ELEMENTS // 8, 8)
-    assert "FusedBatchNormV3" in _op_types(forward, tf.TensorSpec(large))
-    assert "FusedBatchNormV3" not in _op_types(forward, tf.TensorSpec((large[0] - 1, 8)))
-    dynamic = _op_types(forward, tf.TensorSpec((None, 8)))
-    assert "FusedBatchNormV3" in dynamic and {"If", "StatelessIf"} & dynamic
+    def fused(*shape):
+        types_ = _op_types(forward, tf.TensorSpec(shape))
+        return "FusedBatchNormV3" in types_, bool({"If", "StatelessIf"} & types_)
+
+    rows = _tf_fast.MIN_FUSED_ELEMENTS // 8
+    assert fused(rows, 8) == (True, False)
+    assert fused(rows - 1, 8) == (False, False)
+    per_sample = _tf_fast.MIN_FUSED_ELEMENTS // _tf_fast.NOMINAL_BATCH
+    assert fused(None, per_sample // 8, 8) == (True, False)
+    assert fused(None, per_sample // 8 - 1, 8) == (False, False)
+    assert fused(None, None, 8) == (True, True)
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
-    """One traced function (batch axis None) serves small and large batches alike."""
+    """One traced function (all but the channel axis unknown: a run-time tf.cond)
+    serves small and large batches alike."""
     channels = 8
     rows = _tf_fast.MIN_FUSED_ELEMENTS // channels
     mean, variance = tf.linspace(-1.0, 1.0, channels), tf.linspace(0.5, 2.0, channels)
 
     def run(module):
-        @tf.function(input_signature=[tf.TensorSpec([None, channels])])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, channels])])
         def forward(x):
             if training:
-                return module.train_forward(x, None, None, EPSILON, 1, [0], None)[:3]
-            return (module.infer_forward(x, mean, variance, None, None, EPSILON, 1),)
+                return module.train_forward(x, None, None, EPSILON, 2, [0, 1], None)[:3]
+            return (module.infer_forward(x, mean, variance, None, None, EPSILON, 2),)
         return forward
 
     fast, generic = run(_tf_fast), run(_generic)
     rng = np.random.default_rng(0)
     for batch in (60, rows + 3):
-        x = tf.constant(rng.normal(1.0, 2.0, (batch, channels)).astype("float32"))
+        x = tf.constant(rng.normal(1.0, 2.0, (batch, 1, channels)).astype("float32"))
         for a, b in zip(fast(x), generic(x)):
             _assert_close(a.numpy(), b.numpy(), f"batch {batch}")
