@@ -22,8 +22,12 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def _get(port, route):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=10) as response:
+def _get(port, route, body=None):
+    """GET `route`, or POST it with a JSON `body`; returns the decoded JSON reply."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{route}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
@@ -90,3 +94,20 @@ def test_every_run_has_scalars_histograms_and_images(server):
         assert "comparison_plot" in images[train]
     kbn_train = os.path.basename(folders[2]) + "/train"
     assert any("bn_1/gamma" in tag for tag in histograms[kbn_train])
+
+
+def test_hparams_dashboard_compares_the_variants(server):
+    """The HParams plugin sees every run as a session with its variant and learning rate."""
+    port, folders = server
+    experiment = _get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
+    infos = {info["name"]: info for info in experiment["hparamInfos"]}
+    assert {"variant", "lr", "batch_size", "dataset"} <= set(infos)
+    assert set(infos["variant"]["domainDiscrete"]) == {"none", "keras", "kbn"}
+    groups = _get(port, "/data/plugin/hparams/session_groups",
+                  {"experimentName": "", "startIndex": 0, "sliceSize": 100,
+                   "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                       "STATUS_RUNNING"],
+                   "colParams": [], "aggregationType": "AGGREGATION_AVG"})
+    variants = {group["hparams"]["variant"] for group in groups["sessionGroups"]}
+    assert variants == {"none", "keras", "kbn"}
+    assert len(groups["sessionGroups"]) == len(folders)

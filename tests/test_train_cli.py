@@ -198,3 +198,26 @@ def test_help_groups_flags_and_shows_defaults(capsys):
         assert group in text
     assert "--bn-momentum" in text and "(default: 0.99)" in text and "SYNTHETIC" in text
     assert "python -m train.train --resume" in text  # the docstring's example commands
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_cnn_trains_end_to_end(tmp_path, position, capsys):
+    """--model cnn on the digits images, with BN on either side of the activation."""
+    status = train_command.main(
+        ["--model", "cnn", "--hidden", "4,8", "--epochs", "2", "--bn", "kbn",
+         "--bn-position", position, "--activation", "relu", "--logdir", str(tmp_path),
+         "--run-name", "cnn"]
+    )
+    assert status == 0
+    (run_dir,) = glob.glob(str(tmp_path / "train" / "*-cnn"))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["epochs_run"] == 2
+    assert summary["hyperparameters"]["model"] == "cnn"
+    assert 0.0 < summary["final_val_accuracy"] <= 1.0
+    model = keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras"))
+    assert any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+    bn_layers = [layer for layer in model.layers if "bn_" in layer.name]
+    assert len(bn_layers) == 2
+    # The moving statistics moved away from their initial (0, 1) during training.
+    assert not np.allclose(bn_layers[0].moving_mean.numpy(), 0.0)
