@@ -12,7 +12,8 @@ says when; everything else stays on `_generic`. Within what it serves,
 `train_forward` / `infer_forward` (with `_generic`'s signatures and numbers)
 pick by what the benchmark measured fastest:
 
-- the fused kernel for tensors of MIN_FUSED_ELEMENTS or more;
+- the fused kernel for tensors of MIN_FUSED_ELEMENTS or more
+  (MIN_FUSED_INFER_ELEMENTS in inference);
 - the generic ops for smaller ones (the fused call has a fixed cost);
 - inside `jit_compile=True`, statistics by matrix products up to
   MAX_MATMUL_CHANNELS channels, otherwise the generic ops, which XLA fuses.
@@ -30,11 +31,16 @@ from kbn import _generic
 # one goes to the generic path instead.
 _MIN_EPSILON = 1.001e-5
 
-# On CPU each fused call costs about 0.5 ms whatever its size (forward and
-# backward each set up a oneDNN primitive): below about 1e5 elements the
-# generic ops are quicker (benchmarks: 60×100 took 1.2 ms fused vs 0.75 ms
-# generic, 1024×100 the same both ways). Smaller tensors take `_generic`.
-MIN_FUSED_ELEMENTS = 1 << 17
+# On CPU each fused call has a fixed cost of about 0.5–1 ms (forward and
+# backward each set up a oneDNN primitive): for small tensors the generic ops
+# are quicker. Training step, fused vs generic vs Keras, measured here:
+# 512×100: 4.0 / 2.6 / 2.3 ms; 32×8×8×32: 4.0 / 4.1 / 5.1 ms;
+# 1024×100: 2.1 / 3.2 / 3.7 ms. So tensors under 2^16 elements take `_generic`.
+MIN_FUSED_ELEMENTS = 1 << 16
+# Inference is two elementwise ops on the generic path, so the fixed cost
+# weighs more: 1024×100 took 4.5 ms fused vs 2.7 ms for Keras, 512×512 3.6
+# vs 3.9 ms. Inference takes the fused kernel from 2^18 elements.
+MIN_FUSED_INFER_ELEMENTS = 1 << 18
 NOMINAL_BATCH = 32  # Keras's default batch size
 
 # Inside a jit_compile=True function XLA lowers the fused op back to plain
@@ -100,8 +106,8 @@ def _scale_and_offset(gamma, beta, channels):
     return scale, offset
 
 
-def _by_size(x, fused, generic):
-    """`fused()` for tensors of at least MIN_FUSED_ELEMENTS, else `generic()`.
+def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS):
+    """`fused()` for tensors of at least `min_elements`, else `generic()`.
 
     Decided while tracing. A batch axis unknown then (`fit()` traces with
     None) counts as NOMINAL_BATCH samples, which keeps a run-time branch out
@@ -113,8 +119,8 @@ def _by_size(x, fused, generic):
     if size is None and per_sample is not None:
         size = per_sample * NOMINAL_BATCH
     if size is not None:
-        return fused() if size >= MIN_FUSED_ELEMENTS else generic()
-    return tf.cond(tf.size(x) >= MIN_FUSED_ELEMENTS, fused, generic)
+        return fused() if size >= min_elements else generic()
+    return tf.cond(tf.size(x) >= min_elements, fused, generic)
 
 
 def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_fn=None):
@@ -140,6 +146,7 @@ def infer_forward(x, mean, variance, gamma, beta, epsilon, axis):
         x,
         lambda: fused_infer_forward(x, mean, variance, gamma, beta, epsilon),
         lambda: _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axis),
+        min_elements=MIN_FUSED_INFER_ELEMENTS,
     )
 
 

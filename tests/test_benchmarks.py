@@ -14,7 +14,8 @@ from benchmarks import layer as bench
 
 LAYER_COLUMNS = ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms",
                  "kbn/Keras", "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"]
-FIT_COLUMNS = ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras"]
+FIT_COLUMNS = ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras",
+               "no-BN s/epoch", "BN share of Keras epoch", "lowest possible kbn/Keras"]
 
 
 def _tables(report):
@@ -60,7 +61,7 @@ def test_layer_table_has_one_row_per_case(quick_report):
     for row in rows:
         assert len(row) == len(header)
         assert row[2] in ("train", "infer") and row[3] in ("yes", "no")
-        assert row[4] in ("fused", "generic")
+        assert row[4] in ("fused", "matmul", "generic")
         for column in ("Keras ms", "kbn ms", "kbn/Keras", "kbn GB/s", "kbn × floor"):
             value = float(row[header.index(column)])
             assert math.isfinite(value) and value > 0, (column, row)

@@ -274,10 +274,11 @@ def test_size_decides_fused_or_generic(training):
         types_ = _op_types(forward, tf.TensorSpec(shape))
         return "FusedBatchNormV3" in types_, bool({"If", "StatelessIf"} & types_)
 
-    rows = _tf_fast.MIN_FUSED_ELEMENTS // 8
+    threshold = _tf_fast.MIN_FUSED_ELEMENTS if training else _tf_fast.MIN_FUSED_INFER_ELEMENTS
+    rows = threshold // 8
     assert fused(rows, 8) == (True, False)
     assert fused(rows - 1, 8) == (False, False)
-    per_sample = _tf_fast.MIN_FUSED_ELEMENTS // _tf_fast.NOMINAL_BATCH
+    per_sample = threshold // _tf_fast.NOMINAL_BATCH
     assert fused(None, per_sample // 8, 8) == (True, False)
     assert fused(None, per_sample // 8 - 1, 8) == (False, False)
     assert fused(None, None, 8) == (True, True)
@@ -288,7 +289,7 @@ def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
     """One traced function (all but the channel axis unknown: a run-time tf.cond)
     serves small and large batches alike."""
     channels = 8
-    rows = _tf_fast.MIN_FUSED_ELEMENTS // channels
+    rows = max(_tf_fast.MIN_FUSED_ELEMENTS, _tf_fast.MIN_FUSED_INFER_ELEMENTS) // channels
     mean, variance = tf.linspace(-1.0, 1.0, channels), tf.linspace(0.5, 2.0, channels)
 
     def run(module):
