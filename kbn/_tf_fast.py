@@ -12,8 +12,8 @@ says when; everything else stays on `_generic`. Within what it serves,
 `train_forward` / `infer_forward` (with `_generic`'s signatures and numbers)
 pick by what the benchmark measured fastest:
 
-- the fused kernel for tensors of MIN_FUSED_ELEMENTS or more
-  (MIN_FUSED_INFER_ELEMENTS in inference);
+- the fused kernel for tensors of MIN_FUSED_ELEMENTS or more (in inference,
+  from MIN_FUSED_INFER_ELEMENTS to MAX_FUSED_INFER_ELEMENTS);
 - the generic ops for smaller ones (the fused call has a fixed cost);
 - inside `jit_compile=True`, statistics by matrix products up to
   MAX_MATMUL_CHANNELS channels, otherwise the generic ops, which XLA fuses.
@@ -41,6 +41,10 @@ MIN_FUSED_ELEMENTS = 1 << 16
 # weighs more: 1024×100 took 4.5 ms fused vs 2.7 ms for Keras, 512×512 3.6
 # vs 3.9 ms. Inference takes the fused kernel from 2^18 elements.
 MIN_FUSED_INFER_ELEMENTS = 1 << 18
+# At the other end the generic multiply-add streams memory better: on
+# 64×56×56×128 (25.7 M elements) fused inference took 56 ms against 47 ms
+# for the generic ops and Keras, while 8192×2048 (2^24) still gained (0.5×).
+MAX_FUSED_INFER_ELEMENTS = 1 << 24
 NOMINAL_BATCH = 32  # Keras's default batch size
 
 # Inside a jit_compile=True function XLA lowers the fused op back to plain
@@ -106,8 +110,9 @@ def _scale_and_offset(gamma, beta, channels):
     return scale, offset
 
 
-def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS):
-    """`fused()` for tensors of at least `min_elements`, else `generic()`.
+def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS, max_elements=None):
+    """`fused()` for tensors of `min_elements` up to `max_elements` (None: no
+    limit), else `generic()`.
 
     Decided while tracing. A batch axis unknown then (`fit()` traces with
     None) counts as NOMINAL_BATCH samples, which keeps a run-time branch out
@@ -118,9 +123,11 @@ def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS):
     per_sample = x.shape[1:].num_elements()
     if size is None and per_sample is not None:
         size = per_sample * NOMINAL_BATCH
+    max_elements = max_elements or float("inf")
     if size is not None:
-        return fused() if size >= min_elements else generic()
-    return tf.cond(tf.size(x) >= min_elements, fused, generic)
+        return fused() if min_elements <= size <= max_elements else generic()
+    size = tf.cast(tf.size(x), tf.float64)
+    return tf.cond((size >= min_elements) & (size <= max_elements), fused, generic)
 
 
 def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_fn=None):
@@ -146,7 +153,7 @@ def infer_forward(x, mean, variance, gamma, beta, epsilon, axis):
         x,
         lambda: fused_infer_forward(x, mean, variance, gamma, beta, epsilon),
         lambda: _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axis),
-        min_elements=MIN_FUSED_INFER_ELEMENTS,
+        min_elements=MIN_FUSED_INFER_ELEMENTS, max_elements=MAX_FUSED_INFER_ELEMENTS,
     )
 
 

@@ -282,6 +282,10 @@ def test_size_decides_fused_or_generic(training):
     assert fused(None, per_sample // 8, 8) == (True, False)
     assert fused(None, per_sample // 8 - 1, 8) == (False, False)
     assert fused(None, None, 8) == (True, True)
+    if not training:  # very large inference tensors stream better on the generic ops
+        rows = _tf_fast.MAX_FUSED_INFER_ELEMENTS // 8
+        assert fused(rows, 8) == (True, False)
+        assert fused(rows + 1, 8) == (False, False)
 
 
 @pytest.mark.parametrize("training", [True, False])
