@@ -12,6 +12,13 @@ slow spell of a noisy machine hits both. Tables give medians, the kbn/Keras
 ratio of the medians, and the spread (interquartile range / median, the larger
 of the two layers) as a noise gauge.
 
+- Paired ratio CI: each round times both layers back to back, so the ratio of
+  the two times within a round cancels the machine's slow drifts. The layer
+  table gives a distribution-free 95% confidence interval of the median of
+  those per-round ratios (order statistics of the binomial sign test; with
+  5 rounds, the fewest a full run times, it is [min, max] at 94%). An interval
+  that holds 1.00 means no difference this machine can resolve.
+
 - Training step: forward + backward + moving update of one layer, loss Σy², in
   one `tf.function` (`jit_compile` False or True); returns dx, dγ, dβ.
 - Inference: the forward pass with the moving statistics.
@@ -42,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -130,8 +138,9 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
         warmup: untimed calls of each before timing.
 
     Returns:
-        `(medians, spreads, reps)`: dicts name -> median seconds and
-        name -> interquartile range / median, and the number of rounds.
+        `(medians, spreads, times)`: dicts name -> median seconds,
+        name -> interquartile range / median, and name -> the list of
+        per-round seconds (index i of every list is the same round).
     """
     names = list(fns)
     for name in names:
@@ -153,7 +162,29 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
     for name, t in times.items():
         q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], t[0], t[0])
         spreads[name] = (q3 - q1) / medians[name]
-    return medians, spreads, reps
+    return medians, spreads, times
+
+
+def median_ci(values, confidence=0.95):
+    """Distribution-free confidence interval of the median of `values`.
+
+    The interval between the k-th smallest and the k-th largest value covers
+    the median with probability 1 − 2·P(B ≤ k − 1), B ~ Binomial(n, ½); k is
+    the largest with coverage ≥ `confidence`, or 1 (min, max) when even that
+    falls short (n ≤ 5). Returns `(low, high, coverage)`.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("median_ci needs at least one value, got none")
+
+    def coverage(k):
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return ordered[k - 1], ordered[n - k], coverage(k)
 
 
 def layer_step(layer_cls, x, mode, jit):
@@ -194,10 +225,12 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
         for mode in ("train", "infer"):
             for jit in (False, True):
                 steps = {name: layer_step(cls, x, mode, jit) for name, cls in LAYERS.items()}
-                medians, spreads, reps = time_interleaved(
+                medians, spreads, times = time_interleaved(
                     {name: (lambda step=step, x=x: step(x)) for name, step in steps.items()},
                     min_reps, max_reps, budget_s,
                 )
+                paired = [a / b for a, b in zip(times["kbn"], times["Keras"])]
+                ci_low, ci_high, _ = median_ci(paired)
                 floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * elements
                 floor_s = floor_bytes / (copy_gbps * 1e9)
                 row = {
@@ -209,15 +242,18 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                     "keras_ms": medians["Keras"] * 1e3,
                     "kbn_ms": medians["kbn"] * 1e3,
                     "ratio": medians["kbn"] / medians["Keras"],
+                    "ci_low": ci_low,
+                    "ci_high": ci_high,
                     "kbn_gbps": floor_bytes / medians["kbn"] / 1e9,
                     "kbn_x_floor": medians["kbn"] / floor_s,
                     "keras_x_floor": medians["Keras"] / floor_s,
-                    "reps": reps,
+                    "reps": len(paired),
                     "spread": max(spreads.values()),
                 }
                 rows.append(row)
                 log(f"{row['shape']:>16} {mode:5} xla={jit!s:5} Keras {row['keras_ms']:9.2f} ms"
-                    f"  kbn {row['kbn_ms']:9.2f} ms  ratio {row['ratio']:.2f}")
+                    f"  kbn {row['kbn_ms']:9.2f} ms  ratio {row['ratio']:.2f}"
+                    f" [{ci_low:.2f}, {ci_high:.2f}]")
     return rows
 
 
@@ -403,14 +439,17 @@ def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, secon
         "",
         "Medians; ratio < 1 means kbn is faster. Floor: 8 tensor passes for a training step, "
         "2 for inference; \"× floor\" = time / (floor bytes / copy bandwidth). "
-        "Spread: interquartile range / median (the larger of the two).",
+        "Spread: interquartile range / median (the larger of the two). "
+        "Paired 95% CI: confidence interval of the median per-round kbn/Keras ratio; "
+        "one that holds 1.00 means no difference measurable here.",
         "",
         _table(
             ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms", "kbn/Keras",
-             "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"],
+             "paired 95% CI", "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"],
             [[r["shape"], f"{r['elements']:,}", r["mode"], "yes" if r["xla"] else "no", r["path"],
               f"{r['keras_ms']:.2f}", f"{r['kbn_ms']:.2f}", f"{r['ratio']:.2f}",
-              f"{r['kbn_gbps']:.1f}", f"{r['kbn_x_floor']:.1f}", f"{r['keras_x_floor']:.1f}",
+              f"{r['ci_low']:.2f}–{r['ci_high']:.2f}", f"{r['kbn_gbps']:.1f}",
+              f"{r['kbn_x_floor']:.1f}", f"{r['keras_x_floor']:.1f}",
               r["reps"], f"{100 * r['spread']:.0f}%"] for r in layer_rows],
         ),
         "",

@@ -13,7 +13,8 @@ import pytest
 from benchmarks import layer as bench
 
 LAYER_COLUMNS = ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms",
-                 "kbn/Keras", "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"]
+                 "kbn/Keras", "paired 95% CI", "kbn GB/s", "kbn × floor", "Keras × floor", "runs",
+                 "spread"]
 FIT_COLUMNS = ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras",
                "no-BN s/epoch", "BN share of Keras epoch", "lowest possible kbn/Keras"]
 
@@ -68,6 +69,8 @@ def test_layer_table_has_one_row_per_case(quick_report):
         keras_ms, kbn_ms, ratio = (float(row[header.index(c)])
                                    for c in ("Keras ms", "kbn ms", "kbn/Keras"))
         assert ratio == pytest.approx(kbn_ms / keras_ms, rel=0.05, abs=0.01)
+        low, high = (float(v) for v in row[header.index("paired 95% CI")].split("–"))
+        assert 0 < low <= high, row
 
 
 def test_fit_table_and_memory_section(quick_report):
@@ -84,3 +87,24 @@ def test_fit_table_and_memory_section(quick_report):
 def test_memory_probe_reports_a_peak():
     peak_mib = bench.memory_probe({"kind": "step", "layer": "kbn", "shape": [256, 64]})
     assert math.isfinite(peak_mib) and peak_mib >= 0
+
+
+@pytest.mark.parametrize("n, k, coverage", [
+    (3, 1, 0.75),        # too few values for 95%: [min, max] and its true coverage
+    (5, 1, 0.9375),
+    (6, 1, 0.96875),
+    (9, 2, 0.9609375),   # the 2nd smallest and 2nd largest: 1 - 2·(1 + 9)/512
+    (60, 22, None),      # the textbook table: ranks 22 and 39 of 60
+])
+def test_median_ci_uses_binomial_order_statistics(n, k, coverage):
+    values = [float(i) for i in range(n, 0, -1)]  # unsorted on purpose
+    low, high, covered = bench.median_ci(values)
+    assert (low, high) == (float(k), float(n + 1 - k))
+    if coverage is not None:
+        assert covered == pytest.approx(coverage)
+    assert covered >= 0.95 or k == 1
+
+
+def test_median_ci_rejects_empty():
+    with pytest.raises(ValueError, match="at least one value"):
+        bench.median_ci([])
