@@ -14,6 +14,8 @@ import pytest
 
 from tensorboard_events import scalar_values, tags_by_plugin
 from train import runs
+from train import compare as compare_command
+from train import lr_sweep as lr_sweep_command
 from train import train as train_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,6 +177,16 @@ def test_unwritable_logdir_and_wrong_data_type(tmp_path, not_a_folder, capsys):
     with pytest.raises(SystemExit):
         train_command.main(["--data", not_a_folder, "--logdir", str(tmp_path)])
     assert "expected a .npz or .csv file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [train_command, compare_command, lr_sweep_command])
+def test_cnn_on_tabular_data_is_refused_before_training(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        command.main(["--model", "cnn", "--dataset", "breast_cancer", "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--model cnn needs images" in err and "breast_cancer samples are 30" in err
+    assert not glob.glob(str(tmp_path / "*" / "*"))  # no run folder
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):

@@ -20,7 +20,13 @@ from train.datasets import DatasetError, load_dataset
 
 
 def load_data(args):
-    return load_dataset(
+    """The dataset the flags name, checked against `--model` before any run folder exists.
+
+    Raises:
+        DatasetError: the data cannot be loaded, or `--model cnn` was asked of
+            data that are not images (one sample must be height × width × channels).
+    """
+    data = load_dataset(
         args.dataset,
         seed=args.seed,
         data_path=args.data,
@@ -28,6 +34,13 @@ def load_data(args):
         input_norm=args.input_norm,
         validation_split=args.validation_split,
     )
+    if args.model == "cnn" and len(data.input_shape) != 3:
+        shape = "×".join(map(str, data.input_shape))
+        raise DatasetError(
+            f"--model cnn needs images (height × width × channels per sample); {data.name}"
+            f" samples are {shape}: use --model mlp"
+        )
+    return data
 
 
 def main(argv=None, extra_callbacks=()):
