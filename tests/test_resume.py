@@ -17,15 +17,24 @@ FLAGS = ["--epochs", "4", "--hidden", "8,8", "--lr", "0.1", "--momentum", "0.9",
 INTERRUPTED_AFTER = 2
 
 
-class InterruptAfterEpoch(keras.callbacks.Callback):
-    """Presses Ctrl-C, deterministically, at the end of an epoch."""
+class PressCtrlC(keras.callbacks.Callback):
+    """Presses Ctrl-C, deterministically: at the end of epoch `epochs`, or in
+    the middle of the next epoch, after `mid_epoch_batches` of its batches."""
 
-    def __init__(self, epochs):
+    def __init__(self, epochs, mid_epoch_batches=None):
         super().__init__()
         self.epochs = epochs
+        self.mid_epoch_batches = mid_epoch_batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.epochs and batch + 1 == self.mid_epoch_batches:
+            raise KeyboardInterrupt
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
+        if self.mid_epoch_batches is None and epoch + 1 == self.epochs:
             raise KeyboardInterrupt
 
 
@@ -40,17 +49,25 @@ def _read(run_dir, name):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def whole_run(tmp_path_factory):
     whole_logs = str(tmp_path_factory.mktemp("whole"))
     assert train_command.main([*FLAGS, "--logdir", whole_logs]) == 0
+    return _only_run(whole_logs)
+
+
+# Ctrl-C at the end of epoch 2, or halfway through epoch 3 (24 batches an
+# epoch): either way 2 epochs are finished, and the half epoch is redone.
+@pytest.fixture(scope="module", params=[None, 12], ids=["after-epoch", "mid-epoch"])
+def runs(request, whole_run, tmp_path_factory):
     split_logs = str(tmp_path_factory.mktemp("split"))
     status = train_command.main(
-        [*FLAGS, "--logdir", split_logs], extra_callbacks=[InterruptAfterEpoch(INTERRUPTED_AFTER)]
+        [*FLAGS, "--logdir", split_logs],
+        extra_callbacks=[PressCtrlC(INTERRUPTED_AFTER, mid_epoch_batches=request.param)],
     )
     split_dir = _only_run(split_logs)
     after_interrupt = _read(split_dir, "summary.json"), _read(split_dir, "checkpoint.json")
     resume_status = train_command.main(["--resume", split_dir])
-    return _only_run(whole_logs), split_dir, status, after_interrupt, resume_status
+    return whole_run, split_dir, status, after_interrupt, resume_status
 
 
 def test_interrupt_keeps_summary_and_checkpoint(runs):
