@@ -38,6 +38,17 @@ def test_what_the_fast_path_cannot_serve_falls_back(monkeypatch, kwargs):
     assert kernel_for(monkeypatch, "fast", **kwargs) is _generic
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+@pytest.mark.parametrize("path", ["auto", "fast"])
+def test_other_backends_keep_the_generic_path(monkeypatch, backend, path):
+    """Only the backend's name can be faked here (the others are not installed);
+    the layer reads it through Keras's public `keras.backend.backend()`."""
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    assert kernel_for(monkeypatch, path, (2, 3, 3, 4)) is _generic
+
+
 def test_unknown_switch_value_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"KBN_PATH.*'fastest'"):
         kernel_for(monkeypatch, "fastest")
