@@ -73,6 +73,16 @@ def backward(x, upstream, gamma, epsilon, axis=-1):
     return back(dx), dgamma, dbeta
 
 
+def renorm_factors(x, state, epsilon, axis=-1):
+    """Batch Renormalization's correction `(r, d)` per channel, before clipping:
+    the batch's stddev and mean relative to the renorm moving ones."""
+    mean, variance = batch_moments(x, axis)
+    reference_stddev = np.maximum(state["renorm_stddev"], np.sqrt(epsilon))
+    r = np.sqrt(variance + epsilon) / reference_stddev
+    d = (mean - state["renorm_mean"]) / reference_stddev
+    return r, d
+
+
 def renorm_step(x, gamma, beta, state, epsilon, momentum, renorm_momentum, clipping, axis=-1):
     """One Batch Renormalization training step.
 
@@ -85,9 +95,7 @@ def renorm_step(x, gamma, beta, state, epsilon, momentum, renorm_momentum, clipp
     """
     mean, variance = batch_moments(x, axis)
     stddev = np.sqrt(variance + epsilon)
-    reference_stddev = np.maximum(state["renorm_stddev"], np.sqrt(epsilon))
-    r = stddev / reference_stddev
-    d = (mean - state["renorm_mean"]) / reference_stddev
+    r, d = renorm_factors(x, state, epsilon, axis)
     r = np.clip(r, clipping.get("rmin", -np.inf), clipping.get("rmax", np.inf))
     dmax = clipping.get("dmax", np.inf)
     d = np.clip(d, -dmax, dmax)

@@ -70,6 +70,22 @@ def test_non_finite_batch_leaves_moving_statistics_unchanged(bad):
     assert weights_by_name(kbn_layer)["moving_mean"][1] != before["moving_mean"][1]
 
 
+def test_non_finite_batch_leaves_renorm_statistics_unchanged():
+    """The same guard covers renorm's own moving statistics."""
+    rng = np.random.default_rng(6)
+    layer, _ = make_pair((32, 4), rng, momentum=0.9, renorm=True, renorm_momentum=0.8,
+                         renorm_clipping={"rmax": 2.0, "dmax": 1.0})
+    x = rng.normal(1.0, 2.0, size=(32, 4)).astype("float32")
+    x[3, 1] = np.nan
+    before = weights_by_name(layer)
+    layer(x, training=True)
+    after = weights_by_name(layer)
+    for name in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean",
+                 "renorm_stddev"):
+        assert after[name][1] == before[name][1], name
+        assert np.all(after[name][[0, 2, 3]] != before[name][[0, 2, 3]]), name
+
+
 @pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
 def test_non_finite_batch_inside_fit_keeps_inference_usable():
     x, y = _data(n=60)

@@ -221,9 +221,10 @@ def test_batch_renormalization(shape, axis, clipping, training):
     names = {w.name for w in kbn_layer.weights}
     assert {"moving_stddev", "renorm_mean", "renorm_stddev"} <= names
     state = {k: v.astype(np.float64) for k, v in weights_by_name(kbn_layer).items()}
+    clipped = False
     for i in range(STEPS):
-        # Shift the data each step so the clipping of r and d really engages.
-        x = rng.normal(i, 1.0 + i, size=shape).astype("float32")
+        # Shift and widen the data each step so the clipping of r and d engages.
+        x = rng.normal(2.0 * i, 1.0 + 2.0 * i, size=shape).astype("float32")
         upstream = rng.normal(size=shape).astype("float32")
         before = weights_by_name(kbn_layer)
         got, want = step(kbn_layer, x, upstream, training), step(keras_layer, x, upstream, training)
@@ -233,9 +234,32 @@ def test_batch_renormalization(shape, axis, clipping, training):
         for name, value in weights_by_name(keras_layer).items():
             close(kbn_weights[name], value, f"step {i}: weight {name} vs Keras")
         if training:
+            r, d = ref.renorm_factors(x, state, 1e-3, axis)
+            clipped |= bool(np.any(r > clipping.get("rmax", np.inf))
+                            or np.any(r < clipping.get("rmin", -np.inf))
+                            or np.any(np.abs(d) > clipping.get("dmax", np.inf)))
             y, new_state = ref.renorm_step(x, before["gamma"], before["beta"], state, 1e-3,
                                            MOMENTUM, 0.8, clipping, axis)
             close(got["y"], y, f"step {i}: y vs reference")
             for name, value in new_state.items():
                 close(kbn_weights[name], value, f"step {i}: {name} vs reference")
             state = new_state
+    # With clipping, some step must really have clipped r or d, or this case tests nothing more.
+    assert clipped == (training and bool(clipping))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_renormalization_with_a_mask(training):
+    """Renorm's statistics leave masked positions out too (checked against Keras)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(9)
+    shape = (8, 10, 4)
+    mask = tf.constant(rng.random(shape[:-1]) < 0.6)
+    config = dict(renorm=True, renorm_clipping={"rmax": 1.5, "dmax": 0.5}, renorm_momentum=0.8)
+    kbn_layer, _ = run_and_compare(shape, config, training, rng, normal_input, mask=mask,
+                                   reference=False)
+    if training:  # the mask really changes the statistics, so an ignored mask would show
+        x = normal_input(rng, shape)
+        assert not np.allclose(kbn_layer(x, training=True, mask=mask),
+                               kbn_layer(x, training=True), atol=1e-3)
