@@ -84,9 +84,14 @@ def test_fit_table_and_memory_section(quick_report):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-def test_memory_probe_reports_a_peak():
-    peak_mib = bench.memory_probe({"kind": "step", "layer": "kbn", "shape": [256, 64]})
-    assert math.isfinite(peak_mib) and peak_mib >= 0
+def test_memory_probe_sees_the_step_tensors():
+    """A training step must hold at least its output and dx beside x: a 16 MiB
+    input must peak at least one tensor's size above a 64 KiB one, for both layers."""
+    small, large = bench.bench_memory([(256, 64), (4096, 1024)], [], log=lambda message: None)
+    tensor_mib = 4096 * 1024 * 4 / 2**20
+    for column in ("keras_mib", "kbn_mib"):
+        assert math.isfinite(small[column]) and small[column] >= 0
+        assert large[column] - small[column] >= tensor_mib, (column, small, large)
 
 
 @pytest.mark.parametrize("n, k, coverage", [
