@@ -189,6 +189,25 @@ def test_cnn_on_tabular_data_is_refused_before_training(command, tmp_path, capsy
     assert not glob.glob(str(tmp_path / "*" / "*"))  # no run folder
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_logdir_that_refuses_files_is_one_line(capsys):
+    """/proc exists and takes no new files, even from root (for whom chmod means nothing)."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_command.main(["--logdir", "/", "--experiment", "proc"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "cannot write into log folder /proc" in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_logdir_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "train"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(SystemExit):
+        train_command.main(["--logdir", str(tmp_path)])
+    assert f"cannot write into log folder {folder}" in capsys.readouterr().err
+
+
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "train.train", "--lr", "-3", "--logdir", str(tmp_path)],

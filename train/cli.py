@@ -11,6 +11,7 @@ is one line on stderr (no traceback) and exit status 2.
 import argparse
 import os
 import sys
+import tempfile
 
 from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
 from train.models import BN_CHOICES, BN_POSITIONS, MODELS
@@ -217,7 +218,12 @@ def check_logdir(folder):
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create log folder {folder}: {error.strerror}") from None
-    _require(os.access(folder, os.W_OK | os.X_OK), f"log folder {folder} is not writable")
+    try:  # a real write: permission bits alone say nothing for root or read-only mounts
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"cannot write into log folder {folder}: {error.strerror}") from None
 
 
 def parse_floats(text, flag):
