@@ -1,6 +1,6 @@
 """kbn vs Keras batch norm: step times, `model.fit` epochs, bandwidth and peak memory.
 
-    python -m benchmarks.layer           # full run (~8 min, 2 cores), writes benchmarks/results.md
+    python -m benchmarks.layer           # full run (2–5 min on 2 cores), writes benchmarks/results.md
     make bench                           # the same
     python -m benchmarks.layer --quick   # smoke run in seconds: small shapes, few runs, prints only
     KBN_PATH=generic python -m benchmarks.layer --out /tmp/generic.md   # kbn's generic path

@@ -42,8 +42,9 @@ def build_model(
     """Builds an uncompiled `keras.Sequential` classifier with a softmax output.
 
     Args:
-        model: "mlp" (Dense layers of widths `hidden`) or "cnn" (two 3×3 conv
-            blocks with max pooling, then global average pooling).
+        model: "mlp" (Dense layers of widths `hidden`) or "cnn" (one 3×3 conv
+            block per entry of `hidden`, max pooling between blocks, then
+            global average pooling).
         input_shape: Shape of one sample.
         num_classes: Width of the softmax output.
         bn: "none", "keras" (keras.layers.BatchNormalization) or "kbn".
