@@ -8,7 +8,7 @@ import pytest
 
 from tensorboard_events import tags_by_plugin
 from tiny_runs import run_dirs, tiny_compare
-from train import report
+from train import compare, report
 from train.runs import RunResult
 
 
@@ -29,6 +29,17 @@ def test_prints_the_table_and_the_agreement(compare_run):
     assert [line.split()[0] for line in table.splitlines()[2:5]] == ["none", "keras", "kbn"]
     assert "keras vs kbn: curves agree" in output
     assert f"plot: {experiment}" in output and "make tensorboard" in output
+
+
+def test_variants_that_diverge_together_agree(tmp_path, capsys):
+    """An absurd learning rate: both BN runs hit a NaN loss in the same epoch,
+    which is agreement (the same run), and the line says they diverged."""
+    status = compare.main(["--lr", "1e30", "--epochs", "2", "--hidden", "8,8",
+                           "--logdir", str(tmp_path)])
+    output = capsys.readouterr().out
+    assert "[keras] loss became NaN" in output and "[kbn] loss became NaN" in output
+    assert "keras vs kbn: curves agree" in output and "both diverged (NaN loss)" in output
+    assert status == 0
 
 
 def test_three_runs_share_a_timestamp_and_start_equal(compare_run):
@@ -79,7 +90,10 @@ def _rows(values):
         ([0.5, 0.4], [0.5, 0.4009], True),
         ([0.5, 0.4], [0.5, 0.4011], False),  # one epoch off by more than 1e-3 is enough
         ([0.5, 0.4], [0.5], False),  # one run stopped early
-        ([0.5, math.nan], [0.5, math.nan], False),
+        ([0.5, math.nan], [0.5, math.nan], True),  # both diverged at the same epoch
+        ([0.5, math.nan], [0.5, 0.4], False),
+        ([0.5, math.inf], [0.5, 0.4], False),
+        ([0.5, math.inf], [0.5, math.inf], True),
     ],
 )
 def test_curves_agree(a, b, agree):

@@ -55,10 +55,12 @@ def main(argv=None):
     if len(results) == len(VARIANTS):
         agree, difference = report.curves_agree(results[1].rows, results[2].rows)
         verdict = "agree" if agree else "DISAGREE"
+        diverged = all(result.summary["stopped_early"] == "nan" for result in results[1:])
         print(
             f"keras vs kbn: curves {verdict} (max |difference| {difference:.1e} over"
             f" {len(results[1].rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
+            + ("; both diverged (NaN loss)" if diverged else "")
         )
         status = 0 if agree else 1
     else:

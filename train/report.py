@@ -72,19 +72,29 @@ def curves_agree(rows_a, rows_b, tolerance=AGREEMENT_TOLERANCE):
 
     Returns:
         (agree, max_difference): a run that stopped earlier than the other, or a
-        NaN in either, never agrees.
+        NaN (inf) in one where the other has a number, never agrees; NaN in both
+        at the same place (both diverged together) counts as equal.
     """
     if len(rows_a) != len(rows_b) or not rows_a:
         return False, math.inf
-    differences = [abs(a[key] - b[key]) for a, b in zip(rows_a, rows_b) for key in CURVE_KEYS]
+    differences = [_difference(a[key], b[key])
+                   for a, b in zip(rows_a, rows_b) for key in CURVE_KEYS]
     if not all(math.isfinite(difference) for difference in differences):
         return False, math.inf
     max_difference = max(differences)
     return max_difference <= tolerance, max_difference
 
 
+def _difference(a, b):
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    return abs(a - b)
+
+
 def _number(value, digits):
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}e}"
 
 
 def _or_dash(value, missing):
