@@ -1,6 +1,6 @@
 """kbn vs Keras batch norm: step times, `model.fit` epochs, bandwidth and peak memory.
 
-    python -m benchmarks.layer           # full run (2–5 min on 2 cores), writes benchmarks/results.md
+    python -m benchmarks.layer           # full run, 2–5 min on 2 cores: benchmarks/results.md
     make bench                           # the same
     python -m benchmarks.layer --quick   # smoke run in seconds: small shapes, few runs, prints only
     KBN_PATH=generic python -m benchmarks.layer --out /tmp/generic.md   # kbn's generic path
@@ -260,11 +260,11 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
 # -------------------------------------------------------------------- fit ---
 
 def digits():
-    """sklearn's 8×8 digits as (N, 8, 8, 1) images, pixels scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
+    """The train/ pipeline's digits training split (80 %): 8×8×1 images in [0, 1], labels."""
+    from train.datasets import load_dataset
 
-    images, labels = load_digits(return_X_y=True)
-    return (images / 16.0).astype("float32").reshape(-1, 8, 8, 1), labels.astype("int32")
+    data = load_dataset("digits", seed=1)
+    return data.x_train, data.y_train
 
 
 # The train/ pipeline's models with their defaults: `mlp` is 3 × (Dense(100) →

@@ -45,11 +45,7 @@ def main(argv=None):
     plots.log_image_to_runs(plot_path, [result.run_dir for result in results])
 
     print()
-    print(
-        f"{data.name}: {args.model} {args.hidden} {args.activation}, BN {args.bn_position}, "
-        f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
-        f"inputs {data.input_norm}, seed {args.seed}"
-    )
+    print(report.setup_line(args, data))
     print(report.comparison_table(results, args.target_accuracy))
     status = 0
     if len(results) == len(VARIANTS):
@@ -67,8 +63,7 @@ def main(argv=None):
         status = 130
         print("interrupted: the table shows the runs so far")
     print(f"plot: {plot_path}")
-    print(f"logs: {experiment_dir}/{stamp}-{run_name}-*/")
-    print(f"look: make tensorboard   (or tensorboard --logdir {experiment_dir} --host 127.0.0.1)")
+    print(report.where_lines(experiment_dir, stamp, run_name))
     return status
 
 

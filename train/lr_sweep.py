@@ -71,11 +71,7 @@ def main(argv=None):
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     print()
-    print(
-        f"{data.name}: {args.model} {args.hidden} {args.activation}, BN {args.bn_position}, "
-        f"{args.optimizer}, batch {args.batch_size}, {args.epochs} epochs,"
-        f" inputs {data.input_norm}, seed {args.seed}"
-    )
+    print(report.setup_line(args, data, with_lr=False))
     if results_by_lr:
         plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
         plots.plot_sweep(results_by_lr, variants, plot_path, args.target_accuracy)
@@ -83,8 +79,7 @@ def main(argv=None):
         plots.log_image_to_runs(plot_path, run_dirs, tag="lr_sweep_plot")
         print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
         print(f"plot: {plot_path}")
-    print(f"logs: {experiment_dir}/{stamp}-{run_name}-*/")
-    print(f"look: tensorboard --logdir {experiment_dir} --host 127.0.0.1")
+    print(report.where_lines(experiment_dir, stamp, run_name))
     return 130 if interrupted else 0
 
 

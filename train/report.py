@@ -12,6 +12,24 @@ CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 AGREEMENT_TOLERANCE = 1e-3
 
 
+def setup_line(args, data, with_lr=True):
+    """One line naming the data, model and training set-up of a table's runs."""
+    lr = f" lr {args.lr:g}" if with_lr else ""
+    return (
+        f"{data.name}: {args.model} {args.hidden} {args.activation}, BN {args.bn_position}, "
+        f"{args.optimizer}{lr}, batch {args.batch_size}, {args.epochs} epochs, "
+        f"inputs {data.input_norm}, seed {args.seed}"
+    )
+
+
+def where_lines(experiment_dir, stamp, run_name):
+    """Where the run folders went, and how to look at them."""
+    return (
+        f"logs: {experiment_dir}/{stamp}-{run_name}-*/\n"
+        f"look: make tensorboard   (or tensorboard --logdir {experiment_dir} --host 127.0.0.1)"
+    )
+
+
 def comparison_table(results, target_accuracy):
     """One row per variant: epochs to target, best/final val accuracy, final val loss, s/epoch."""
     header = (
