@@ -5,19 +5,24 @@
     python -m benchmarks.layer --quick   # smoke run in seconds: small shapes, few runs, prints only
     KBN_PATH=generic python -m benchmarks.layer --out /tmp/generic.md   # kbn's generic path
 
-Method. Everything runs in one process; for each case both layers are built,
+Method. Everything runs in one process; for each case the layers are built,
 warmed up (tracing, XLA compilation, allocator growth), then timed in
-interleaved rounds whose order alternates (kbn, Keras, Keras, kbn, ...), so a
-slow spell of a noisy machine hits both. Tables give medians, the kbn/Keras
-ratio of the medians, and the spread (interquartile range / median, the larger
-of the two layers) as a noise gauge.
+interleaved rounds whose order cycles through every permutation, so a slow
+spell of a noisy machine hits all alike. Tables give medians, the kbn/Keras
+ratio of the medians, and the spread (interquartile range / median, the
+largest of the layers timed) as a noise gauge.
 
-- Paired ratio CI: each round times both layers back to back, so the ratio of
+- Paired ratio CI: each round times the layers back to back, so the ratio of
   the two times within a round cancels the machine's slow drifts. The layer
   table gives a distribution-free 95% confidence interval of the median of
   those per-round ratios (order statistics of the binomial sign test; with
   5 rounds, the fewest a full run times, it is [min, max] at 94%). An interval
   that holds 1.00 means no difference this machine can resolve.
+- A/A control: each layer case also times a second, separately built Keras
+  layer, and gives the same interval for Keras-again / Keras. Two copies of
+  one program are not always timed alike (memory placement, thread
+  scheduling), so this interval is the measurement's own resolution: a kbn
+  ratio inside it is a tie.
 
 - Training step: forward + backward + moving update of one layer, loss Σy², in
   one `tf.function` (`jit_compile` False or True); returns dx, dγ, dβ.
@@ -48,6 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -63,6 +69,7 @@ import tensorflow as tf  # noqa: E402
 import kbn  # noqa: E402
 
 LAYERS = {"kbn": kbn.BatchNormalization, "Keras": keras.layers.BatchNormalization}
+CONTROL = "Keras again"  # the A/A control: a second Keras layer, timed like the others
 FLOOR_PASSES = {"train": 8, "infer": 2}
 BYTES_PER_ELEMENT = 4  # float32
 
@@ -152,8 +159,9 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
     round_s = time.perf_counter() - start
     reps = int(min(max_reps, max(min_reps, budget_s / max(round_s, 1e-9))))
     times = {name: [] for name in names}
+    orders = list(itertools.permutations(names))  # each name in each position equally often
     for rep in range(reps):
-        for name in names if rep % 2 == 0 else names[::-1]:
+        for name in orders[rep % len(orders)]:
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
@@ -225,12 +233,16 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
         for mode in ("train", "infer"):
             for jit in (False, True):
                 steps = {name: layer_step(cls, x, mode, jit) for name, cls in LAYERS.items()}
+                steps[CONTROL] = layer_step(LAYERS["Keras"], x, mode, jit)
                 medians, spreads, times = time_interleaved(
                     {name: (lambda step=step, x=x: step(x)) for name, step in steps.items()},
                     min_reps, max_reps, budget_s,
                 )
                 paired = [a / b for a, b in zip(times["kbn"], times["Keras"])]
                 ci_low, ci_high, _ = median_ci(paired)
+                aa_low, aa_high, _ = median_ci(
+                    [a / b for a, b in zip(times[CONTROL], times["Keras"])]
+                )
                 floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * elements
                 floor_s = floor_bytes / (copy_gbps * 1e9)
                 row = {
@@ -244,6 +256,8 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                     "ratio": medians["kbn"] / medians["Keras"],
                     "ci_low": ci_low,
                     "ci_high": ci_high,
+                    "aa_low": aa_low,
+                    "aa_high": aa_high,
                     "kbn_gbps": floor_bytes / medians["kbn"] / 1e9,
                     "kbn_x_floor": medians["kbn"] / floor_s,
                     "keras_x_floor": medians["Keras"] / floor_s,
@@ -253,7 +267,7 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                 rows.append(row)
                 log(f"{row['shape']:>16} {mode:5} xla={jit!s:5} Keras {row['keras_ms']:9.2f} ms"
                     f"  kbn {row['kbn_ms']:9.2f} ms  ratio {row['ratio']:.2f}"
-                    f" [{ci_low:.2f}, {ci_high:.2f}]")
+                    f" [{ci_low:.2f}, {ci_high:.2f}]  A/A [{aa_low:.2f}, {aa_high:.2f}]")
     return rows
 
 
@@ -439,16 +453,19 @@ def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, secon
         "",
         "Medians; ratio < 1 means kbn is faster. Floor: 8 tensor passes for a training step, "
         "2 for inference; \"× floor\" = time / (floor bytes / copy bandwidth). "
-        "Spread: interquartile range / median (the larger of the two). "
+        "Spread: interquartile range / median (the largest of the layers timed). "
         "Paired 95% CI: confidence interval of the median per-round kbn/Keras ratio; "
-        "one that holds 1.00 means no difference measurable here.",
+        "A/A 95% CI: the same for a second Keras layer against the first, the resolution "
+        "of this measurement (a kbn interval overlapping it is a tie).",
         "",
         _table(
             ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms", "kbn/Keras",
-             "paired 95% CI", "kbn GB/s", "kbn × floor", "Keras × floor", "runs", "spread"],
+             "paired 95% CI", "A/A 95% CI", "kbn GB/s", "kbn × floor", "Keras × floor", "runs",
+             "spread"],
             [[r["shape"], f"{r['elements']:,}", r["mode"], "yes" if r["xla"] else "no", r["path"],
               f"{r['keras_ms']:.2f}", f"{r['kbn_ms']:.2f}", f"{r['ratio']:.2f}",
-              f"{r['ci_low']:.2f}–{r['ci_high']:.2f}", f"{r['kbn_gbps']:.1f}",
+              f"{r['ci_low']:.2f}–{r['ci_high']:.2f}", f"{r['aa_low']:.2f}–{r['aa_high']:.2f}",
+              f"{r['kbn_gbps']:.1f}",
               f"{r['kbn_x_floor']:.1f}", f"{r['keras_x_floor']:.1f}",
               r["reps"], f"{100 * r['spread']:.0f}%"] for r in layer_rows],
         ),
