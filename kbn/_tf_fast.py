@@ -15,8 +15,9 @@ pick by what the benchmark measured fastest:
 - the fused kernel for tensors of MIN_FUSED_ELEMENTS or more (in inference,
   from MIN_FUSED_INFER_ELEMENTS to MAX_FUSED_INFER_ELEMENTS);
 - the generic ops for smaller ones (the fused call has a fixed cost);
-- inside `jit_compile=True`, statistics by matrix products up to
-  MAX_MATMUL_CHANNELS channels, otherwise the generic ops, which XLA fuses.
+- inside `jit_compile=True`, statistics by matrix products for tensors of
+  MIN_MATMUL_ELEMENTS or more with up to MAX_MATMUL_CHANNELS channels,
+  otherwise the generic ops, which XLA fuses.
 """
 
 import types
@@ -54,6 +55,11 @@ NOMINAL_BATCH = 32  # Keras's default batch size
 # runs in the multi-threaded GEMM instead (69 ms). Over 256 channels (few
 # rows per channel) XLA's reductions were as fast (8192×2048: 68 vs 72 ms).
 MAX_MATMUL_CHANNELS = 256
+# Below ~2^18 elements the products gained nothing measurable: 1024×100 and
+# 32×14×14×16 gave 0.98–1.10 of Keras's compiled step across runs (Keras
+# against a second copy of itself: 0.94–1.06), so small tensors keep XLA's
+# own reductions, exactly as Keras's step compiles them.
+MIN_MATMUL_ELEMENTS = 1 << 18
 
 
 def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False):
@@ -134,9 +140,13 @@ def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_f
     """Training-mode forward pass (see `supports`): the fused kernel for large
     tensors; inside XLA, statistics by matrix products where that pays."""
     if _in_xla_function():
-        if x.shape[-1] <= MAX_MATMUL_CHANNELS:
-            return matmul_train_forward(x, gamma, beta, epsilon)
-        return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
+        def generic():
+            return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
+
+        if x.shape[-1] > MAX_MATMUL_CHANNELS:
+            return generic()
+        return _by_size(x, lambda: matmul_train_forward(x, gamma, beta, epsilon), generic,
+                        min_elements=MIN_MATMUL_ELEMENTS)
     return _by_size(
         x,
         lambda: fused_train_forward(x, gamma, beta, epsilon),

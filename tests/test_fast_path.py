@@ -205,13 +205,22 @@ def test_matmul_statistics_match_generic(shape, jit):
         _assert_close(a, b, name)
 
 
-@pytest.mark.parametrize("channels,expected", [(16, "MatMul"), (300, None)])
-def test_inside_xla_statistics_come_from_matrix_products_up_to_256_channels(channels,
-                                                                             expected):
-    def forward(x):
-        return _tf_fast.train_forward(x, None, None, EPSILON, 1, [0], None)[0]
+@pytest.mark.parametrize("shape,expected", [
+    ((16384, 16), "MatMul"),      # 2^18 elements, few channels
+    ((None, 32, 32, 8), "MatMul"),  # fit()'s unknown batch counts as 32: 32 · 8192 = 2^18
+    ((None, 32, 32, 4), None),    # counted the same way, 2^17: XLA's own reductions
+    ((1024, 100), None),          # under 2^18 elements
+    ((1024, 300), None),          # over 256 channels
+], ids=str)
+def test_inside_xla_statistics_come_from_matrix_products_for_large_tall_tensors(shape,
+                                                                                 expected):
+    rank = len(shape)
 
-    types_ = _op_types(forward, tf.TensorSpec((512, channels)), jit_compile=True)
+    def forward(x):
+        return _tf_fast.train_forward(x, None, None, EPSILON, rank - 1, list(range(rank - 1)),
+                                      None)[0]
+
+    types_ = _op_types(forward, tf.TensorSpec(shape), jit_compile=True)
     assert "FusedBatchNormV3" not in types_  # XLA lowers it to plain math anyway
     assert ("MatMul" in types_) == (expected == "MatMul")
 
