@@ -15,9 +15,9 @@ pick by what the benchmark measured fastest:
 - the fused kernel for tensors of MIN_FUSED_ELEMENTS or more (in inference,
   from MIN_FUSED_INFER_ELEMENTS to MAX_FUSED_INFER_ELEMENTS);
 - the generic ops for smaller ones (the fused call has a fixed cost);
-- inside `jit_compile=True`, statistics by matrix products for tensors of
-  MIN_MATMUL_ELEMENTS or more with up to MAX_MATMUL_CHANNELS channels,
-  otherwise the generic ops, which XLA fuses.
+- inside `jit_compile=True`, statistics by matrix products for tall tensors
+  (MIN_ROWS_PER_CHANNEL rows per channel or more, up to MAX_MATMUL_CHANNELS
+  channels), otherwise the generic ops, which XLA fuses.
 """
 
 import types
@@ -55,11 +55,14 @@ NOMINAL_BATCH = 32  # Keras's default batch size
 # runs in the multi-threaded GEMM instead (69 ms). Over 256 channels (few
 # rows per channel) XLA's reductions were as fast (8192×2048: 68 vs 72 ms).
 MAX_MATMUL_CHANNELS = 256
-# Below ~2^18 elements the products gained nothing measurable: 1024×100 and
-# 32×14×14×16 gave 0.98–1.10 of Keras's compiled step across runs (Keras
-# against a second copy of itself: 0.94–1.06), so small tensors keep XLA's
-# own reductions, exactly as Keras's step compiles them.
-MIN_MATMUL_ELEMENTS = 1 << 18
+# The products pay when the sums are long next to the number of channels.
+# Compiled training step / Keras's, products vs XLA's reductions (Keras
+# against a second copy of itself: 0.96–1.04), rows per channel in brackets:
+# 32×14×14×16 (392) 1.01–1.09 vs 1.08–1.14; 16×16×16×32 (128) 0.84–0.94 vs
+# 0.95–1.01; 4096×32 (128) 0.91–0.99 vs 0.97–1.03; 40×12×12×160 (36)
+# 0.78–0.87 vs ~1; but 1024×100 (10) 1.04–1.12 vs 0.96–1.04 and 8×8×8×64 (8)
+# 1.14–1.17 vs 0.98–1.01. Short, wide tensors keep XLA's reductions.
+MIN_ROWS_PER_CHANNEL = 32
 
 
 def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False):
@@ -143,10 +146,12 @@ def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_f
         def generic():
             return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
 
-        if x.shape[-1] > MAX_MATMUL_CHANNELS:
+        channels = x.shape[-1]
+        if channels > MAX_MATMUL_CHANNELS:
             return generic()
+        # rows ≥ MIN_ROWS_PER_CHANNEL · channels ⟺ elements ≥ that · channels
         return _by_size(x, lambda: matmul_train_forward(x, gamma, beta, epsilon), generic,
-                        min_elements=MIN_MATMUL_ELEMENTS)
+                        min_elements=MIN_ROWS_PER_CHANNEL * channels * channels)
     return _by_size(
         x,
         lambda: fused_train_forward(x, gamma, beta, epsilon),
@@ -198,7 +203,7 @@ def matmul_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None
 
     The input as a (rows, channels) matrix; Σ over rows = a row of ones times
     it. Two passes as in `_generic.moments`: the mean, then the mean of squared
-    deviations. Meant for XLA (see MAX_MATMUL_CHANNELS), correct anywhere.
+    deviations. Meant for XLA (see MIN_ROWS_PER_CHANNEL), correct anywhere.
     """
     channels = x.shape[-1]
     rows = tf.reshape(x, [-1, channels])
