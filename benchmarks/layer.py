@@ -312,28 +312,34 @@ def compiled_model(model_name, layer_name):
 
 
 def bench_fit(model_names, rounds, epochs, log, batch_size=60):
-    """Median seconds per `fit` epoch with each layer and without BN, runs interleaved.
+    """Median seconds per `fit` epoch with each layer, a second Keras model (the
+    A/A control) and without BN, in interleaved rounds of `epochs` epochs each.
 
     The model without BN shows how much of an epoch BN takes at all: the
-    kbn/Keras ratio of a whole epoch cannot go below no-BN/Keras.
+    kbn/Keras ratio of a whole epoch cannot go below no-BN/Keras. The paired
+    intervals compare each round's median epochs, as in the layer table.
     """
     images, labels = digits()
     rows = []
     for model_name in model_names:
         models = {}
-        for name in _BN_NAMES:
-            model = compiled_model(model_name, name)
+        for name, layer_name in [(name, name) for name in _BN_NAMES] + [(CONTROL, "Keras")]:
+            model = compiled_model(model_name, layer_name)
             model.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0)  # traces
             models[name] = model
         seconds = {name: [] for name in models}
-        names = list(models)
+        per_round = {name: [] for name in models}
+        orders = list(itertools.permutations(models))
         for round_index in range(rounds):
-            for name in names if round_index % 2 == 0 else names[::-1]:
+            for name in orders[round_index % len(orders)]:
                 timer = EpochTimer()
                 models[name].fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0,
                                  callbacks=[timer])
                 seconds[name] += timer.seconds
+                per_round[name].append(statistics.median(timer.seconds))
         medians = {name: statistics.median(s) for name, s in seconds.items()}
+        ci = {name: median_ci([a / b for a, b in zip(per_round[name], per_round["Keras"])])
+              for name in ("kbn", CONTROL)}
         row = {
             "model": model_name,
             "epochs": len(seconds["kbn"]),
@@ -342,6 +348,8 @@ def bench_fit(model_names, rounds, epochs, log, batch_size=60):
             "kbn_s": medians["kbn"],
             "none_s": medians["no BN"],
             "ratio": medians["kbn"] / medians["Keras"],
+            "ci": ci["kbn"][:2],
+            "aa_ci": ci[CONTROL][:2],
             "bn_share": (medians["Keras"] - medians["no BN"]) / medians["Keras"],
         }
         rows.append(row)
@@ -472,14 +480,19 @@ def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, secon
         "",
         "## `model.fit` epochs (digits, batch 60)",
         "",
+        "Medians over every timed epoch; the confidence intervals pair the rounds (each "
+        "round: every model fits a few epochs; its median epoch counts), as above.",
+        "",
     ]
     if fit_rows:
         out.append(_table(
             ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras",
-             "no-BN s/epoch", "BN share of Keras epoch", "lowest possible kbn/Keras"],
+             "paired 95% CI", "A/A 95% CI", "no-BN s/epoch", "BN share of Keras epoch",
+             "lowest possible kbn/Keras"],
             [[r["model"], r["epochs"], r["jit_compile"], f"{r['keras_s']:.3f}", f"{r['kbn_s']:.3f}",
-              f"{r['ratio']:.2f}", f"{r['none_s']:.3f}", f"{100 * r['bn_share']:.0f}%",
-              f"{1 - r['bn_share']:.2f}"] for r in fit_rows],
+              f"{r['ratio']:.2f}", "{:.2f}–{:.2f}".format(*r["ci"]),
+              "{:.2f}–{:.2f}".format(*r["aa_ci"]), f"{r['none_s']:.3f}",
+              f"{100 * r['bn_share']:.0f}%", f"{1 - r['bn_share']:.2f}"] for r in fit_rows],
         ))
     else:
         out.append("Skipped (--skip-fit).")
@@ -533,7 +546,7 @@ def main(argv=None):
         fit_rounds, fit_epochs, models = 1, 1, ["MLP"]
     else:
         shapes, memory_shapes, reps, budget_s = FULL_SHAPES, FULL_MEMORY_SHAPES, (5, 60), 2.5
-        fit_rounds, fit_epochs, models = 6, 3, list(MODELS)
+        fit_rounds, fit_epochs, models = 12, 2, list(MODELS)
     out = args.out or (None if args.quick else os.path.join("benchmarks", "results.md"))
 
     machine = describe_machine()

@@ -16,7 +16,8 @@ LAYER_COLUMNS = ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kb
                  "kbn/Keras", "paired 95% CI", "A/A 95% CI", "kbn GB/s", "kbn × floor",
                  "Keras × floor", "runs", "spread"]
 FIT_COLUMNS = ["model", "epochs timed", "jit_compile", "Keras s/epoch", "kbn s/epoch", "kbn/Keras",
-               "no-BN s/epoch", "BN share of Keras epoch", "lowest possible kbn/Keras"]
+               "paired 95% CI", "A/A 95% CI", "no-BN s/epoch", "BN share of Keras epoch",
+               "lowest possible kbn/Keras"]
 
 
 def _tables(report):
