@@ -40,6 +40,10 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     # d/dμ Σ(x − μ)² = −2Σ(x − μ) = 0, so stopping the gradient through μ in
     # the variance changes nothing but the work the backward pass does.
     if mask is None and all_reduce_sum is None:
+        if len(x.shape) - 1 not in reduction_axes:  # channels last: (C,) broadcasts as it is
+            mean = ops.mean(x, axis=reduction_axes)
+            variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes)
+            return mean, variance, None
         mean = ops.mean(x, axis=reduction_axes, keepdims=True)
         variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes,
                             keepdims=True)
@@ -95,14 +99,14 @@ def moving_update(moving, batch, momentum, valid):
     return ops.where(valid, updated, moving)
 
 
-def is_valid(mean, variance, count=None):
-    """Per channel: mean and variance finite and, if `count` is given, `count > 0`.
+def is_valid(variance, count=None):
+    """Per channel: the batch statistics are finite and, if `count` is given, `count > 0`.
 
-    One test covers both statistics: variance is >= 0 or NaN, so mean + variance
-    is finite exactly when both are (up to float overflow of the sum, which is
-    treated as invalid too).
+    Testing the variance covers the mean too: it is the mean of squared
+    deviations from that mean, so a NaN or ±inf mean (or input) makes it NaN
+    or inf. One test per step is all NaN safety adds to the statistics.
     """
-    valid = ops.isfinite(mean + variance)
+    valid = ops.isfinite(variance)
     if count is not None:
         valid = ops.logical_and(valid, count > 0)
     return valid

@@ -241,7 +241,7 @@ class BatchNormalization(keras.layers.Layer):
         """Training mode: normalize with batch statistics, update the moving ones."""
         if self.renorm:
             mean, variance, count = self._moments_fn(x, self._reduction_axes, mask)
-            valid = _generic.is_valid(mean, variance, count=count)
+            valid = _generic.is_valid(variance, count=count)
             r, d = _generic.renorm_correction(
                 mean, variance, ops.cast(self.renorm_mean, x.dtype),
                 ops.cast(self.renorm_stddev, x.dtype), self.epsilon, self.renorm_clipping,
@@ -261,7 +261,7 @@ class BatchNormalization(keras.layers.Layer):
             x, gamma, beta, self.epsilon, self._channel_axis, self._reduction_axes, mask,
             moments_fn=self._moments_fn,
         )
-        valid = _generic.is_valid(mean, variance, count=count)
+        valid = _generic.is_valid(variance, count=count)
         self._move(self.moving_mean, mean, self.momentum, valid)
         self._move(self.moving_variance, variance, self.momentum, valid)
         return outputs
