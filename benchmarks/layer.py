@@ -38,8 +38,10 @@ largest of the layers timed) as a noise gauge.
   here: NumPy into a preallocated buffer (one thread) and a TensorFlow
   elementwise negation (all threads); the faster one is the reference.
 - Peak memory: the extra resident memory (RSS) at the peak of one training
-  step (no XLA) or of the first `fit` epoch (tracing included), on top of what
-  is resident before it (input, weights; for the step, its traced function).
+  step (no XLA) or of a `fit` epoch, on top of what is resident before it
+  (input, weights; for the step, its traced function). The first `fit` epoch
+  includes tracing the training function; "traced before" times an epoch
+  after a short fit has traced it for every batch shape.
   Each measurement runs in a fresh subprocess, which resets the kernel's
   high-water mark (/proc/self/clear_refs), runs once, and reads VmHWM − VmRSS;
   a fresh process, because memory freed by earlier work stays resident in the
@@ -401,8 +403,13 @@ def memory_probe(spec):
     else:
         images, labels = digits()
         model = compiled_model(spec["model"], spec["layer"])
+        if spec.get("traced"):
+            # Trace for every batch shape of an epoch first (two full batches
+            # and the last, smaller one), so the timed epoch holds no tracing.
+            n = 120 + len(images) % 60
+            model.fit(images[:n], labels[:n], batch_size=60, epochs=1, verbose=0)
 
-        def run():  # the first epoch: includes tracing the train function
+        def run():  # one epoch; without "traced", the first, tracing included
             model.fit(images, labels, batch_size=60, epochs=1, verbose=0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current VmRSS
@@ -411,20 +418,25 @@ def memory_probe(spec):
     return (_resident_kib()["VmHWM"] - baseline) / 1024
 
 
+def probe_in_subprocess(spec):
+    """`memory_probe(spec)` in a fresh Python process; the peak in MiB."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.layer", "--memory-probe", json.dumps(spec)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
 def bench_memory(shapes, model_names, log):
     """Runs each memory probe in a fresh subprocess; one row per case."""
     cases = [("step", {"shape": list(s)}, "×".join(map(str, s)) + " train") for s in shapes]
     cases += [("fit", {"model": m}, f"{m} fit epoch") for m in model_names]
+    cases += [("fit", {"model": m, "traced": True}, f"{m} fit epoch, traced before")
+              for m in model_names]
     rows = []
     for kind, extra, label in cases:
-        peaks = {}
-        for name in LAYERS:
-            spec = json.dumps({"kind": kind, "layer": name, **extra})
-            completed = subprocess.run(
-                [sys.executable, "-m", "benchmarks.layer", "--memory-probe", spec],
-                capture_output=True, text=True, check=True,
-            )
-            peaks[name] = json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
+        peaks = {name: probe_in_subprocess({"kind": kind, "layer": name, **extra})
+                 for name in LAYERS}
         row = {"case": label, "keras_mib": peaks["Keras"], "kbn_mib": peaks["kbn"],
                "ratio": peaks["kbn"] / peaks["Keras"] if peaks["Keras"] > 0 else float("nan")}
         rows.append(row)

@@ -96,6 +96,16 @@ def test_memory_probe_sees_the_step_tensors():
         assert large[column] - small[column] >= tensor_mib, (column, small, large)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_fit_memory_probe_separates_tracing():
+    """The first epoch builds the training graph (tens of MiB of Python and
+    graph objects); an epoch after tracing holds only the batches' tensors."""
+    spec = {"kind": "fit", "layer": "kbn", "model": "MLP"}
+    first = bench.probe_in_subprocess(spec)
+    traced = bench.probe_in_subprocess({**spec, "traced": True})
+    assert 0 <= traced < first / 2, (first, traced)
+
+
 @pytest.mark.parametrize("n, k, coverage", [
     (3, 1, 0.75),        # too few values for 95%: [min, max] and its true coverage
     (5, 1, 0.9375),
