@@ -7,8 +7,8 @@
 
 Method. Everything runs in one process; for each case the layers are built,
 warmed up (tracing, XLA compilation, allocator growth), then timed in
-interleaved rounds whose order cycles through every permutation, so a slow
-spell of a noisy machine hits all alike. Tables give medians, the kbn/Keras
+interleaved rounds whose order rotates (see `round_orders`), so a slow spell
+of a noisy machine hits all alike. Tables give medians, the kbn/Keras
 ratio of the medians, and the spread (interquartile range / median, the
 largest of the layers timed) as a noise gauge.
 
@@ -38,10 +38,10 @@ largest of the layers timed) as a noise gauge.
   here: NumPy into a preallocated buffer (one thread) and a TensorFlow
   elementwise negation (all threads); the faster one is the reference.
 - Peak memory: the extra resident memory (RSS) at the peak of one training
-  step (no XLA) or of a `fit` epoch, on top of what is resident before it
-  (input, weights; for the step, its traced function). The first `fit` epoch
-  includes tracing the training function; "traced before" times an epoch
-  after a short fit has traced it for every batch shape.
+  step (no XLA) or of the first `fit` epoch (tracing included), on top of what
+  is resident before it (input, weights; for the step, its traced function).
+  A later epoch in the same process cannot be measured this way: it reuses
+  the buffers the first one freed.
   Each measurement runs in a fresh subprocess, which resets the kernel's
   high-water mark (/proc/self/clear_refs), runs once, and reads VmHWM − VmRSS;
   a fresh process, because memory freed by earlier work stays resident in the
@@ -55,7 +55,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -161,7 +160,7 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
     round_s = time.perf_counter() - start
     reps = int(min(max_reps, max(min_reps, budget_s / max(round_s, 1e-9))))
     times = {name: [] for name in names}
-    orders = list(itertools.permutations(names))  # each name in each position equally often
+    orders = round_orders(names)
     for rep in range(reps):
         for name in orders[rep % len(orders)]:
             start = time.perf_counter()
@@ -173,6 +172,16 @@ def time_interleaved(fns, min_reps, max_reps, budget_s, warmup=2):
         q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], t[0], t[0])
         spreads[name] = (q3 - q1) / medians[name]
     return medians, spreads, times
+
+
+def round_orders(names):
+    """The orders in which interleaved rounds run `names`: every rotation, then
+    every rotation reversed. Each block of len(names) rounds, counted from
+    the first, puts each name in each position once; each full cycle also puts
+    each name before and after each other name equally often."""
+    names = list(names)
+    rotations = [names[i:] + names[:i] for i in range(len(names))]
+    return rotations + [order[::-1] for order in rotations]
 
 
 def median_ci(values, confidence=0.95):
@@ -331,7 +340,7 @@ def bench_fit(model_names, rounds, epochs, log, batch_size=60):
             models[name] = model
         seconds = {name: [] for name in models}
         per_round = {name: [] for name in models}
-        orders = list(itertools.permutations(models))
+        orders = round_orders(models)
         for round_index in range(rounds):
             for name in orders[round_index % len(orders)]:
                 timer = EpochTimer()
@@ -403,13 +412,8 @@ def memory_probe(spec):
     else:
         images, labels = digits()
         model = compiled_model(spec["model"], spec["layer"])
-        if spec.get("traced"):
-            # Trace for every batch shape of an epoch first (two full batches
-            # and the last, smaller one), so the timed epoch holds no tracing.
-            n = 120 + len(images) % 60
-            model.fit(images[:n], labels[:n], batch_size=60, epochs=1, verbose=0)
 
-        def run():  # one epoch; without "traced", the first, tracing included
+        def run():  # the first epoch: includes tracing the train function
             model.fit(images, labels, batch_size=60, epochs=1, verbose=0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current VmRSS
@@ -431,8 +435,6 @@ def bench_memory(shapes, model_names, log):
     """Runs each memory probe in a fresh subprocess; one row per case."""
     cases = [("step", {"shape": list(s)}, "×".join(map(str, s)) + " train") for s in shapes]
     cases += [("fit", {"model": m}, f"{m} fit epoch") for m in model_names]
-    cases += [("fit", {"model": m, "traced": True}, f"{m} fit epoch, traced before")
-              for m in model_names]
     rows = []
     for kind, extra, label in cases:
         peaks = {name: probe_in_subprocess({"kind": kind, "layer": name, **extra})
