@@ -227,12 +227,9 @@ def layer_step(layer_cls, x, mode, jit):
 
 
 def kbn_path(step, x):
-    """What kbn's traced step computes with: "fused" (the fused kernel), "matmul"
-    (statistics by matrix products, under XLA) or "generic"."""
+    """What kbn's traced step computes with: "fused" (the fused kernel) or "generic"."""
     types = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
-    if "FusedBatchNormV3" in types:
-        return "fused"
-    return "matmul" if "MatMul" in types else "generic"
+    return "fused" if "FusedBatchNormV3" in types else "generic"
 
 
 def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
