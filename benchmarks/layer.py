@@ -227,9 +227,12 @@ def layer_step(layer_cls, x, mode, jit):
 
 
 def kbn_path(step, x):
-    """What kbn's traced step computes with: "fused" (the fused kernel) or "generic"."""
+    """What kbn's traced step computes with: "fused" (the fused kernel), "matmul"
+    (statistics by matrix products, under XLA) or "generic"."""
     types = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
-    return "fused" if "FusedBatchNormV3" in types else "generic"
+    if "FusedBatchNormV3" in types:
+        return "fused"
+    return "matmul" if "MatMul" in types else "generic"
 
 
 def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):

@@ -15,8 +15,9 @@ pick by what the benchmark measured fastest:
 - the fused kernel for tensors of MIN_FUSED_ELEMENTS or more (in inference,
   from MIN_FUSED_INFER_ELEMENTS to MAX_FUSED_INFER_ELEMENTS);
 - the generic ops for smaller ones (the fused call has a fixed cost);
-- inside `jit_compile=True`, the generic ops, which XLA fuses (see
-  `train_forward`).
+- inside `jit_compile=True`, statistics by matrix products for tall tensors
+  (MIN_ROWS_PER_CHANNEL rows per channel or more, up to MAX_MATMUL_CHANNELS
+  channels), otherwise the generic ops, which XLA fuses.
 """
 
 import types
@@ -46,6 +47,23 @@ MIN_FUSED_INFER_ELEMENTS = 1 << 18
 # for the generic ops and Keras, while 8192×2048 (2^24) still gained (0.5×).
 MAX_FUSED_INFER_ELEMENTS = 1 << 24
 NOMINAL_BATCH = 32  # Keras's default batch size
+
+# Inside a jit_compile=True function XLA lowers the fused op back to plain
+# math, and on CPU it compiles the reductions over the leading axes of a tall
+# (rows, channels) tensor to slow loops: Keras's training step on
+# 128×32×32×64 took 125 ms. Summing with a matrix product by a row of ones
+# runs in the multi-threaded GEMM instead (69 ms). Over 256 channels (few
+# rows per channel) XLA's reductions were as fast (8192×2048: 68 vs 72 ms).
+MAX_MATMUL_CHANNELS = 256
+# The products pay when the sums are long next to the number of channels.
+# Compiled training step / Keras's, products vs XLA's reductions (Keras
+# against a second copy of itself: 0.96–1.04), rows per channel in brackets:
+# 32×14×14×16 (392) 1.01–1.09 vs 1.08–1.14; 16×16×16×32 (128) 0.84–0.94 vs
+# 0.95–1.01; 4096×32 (128) 0.91–0.99 vs 0.97–1.03; 40×12×12×160 (36)
+# 0.78–0.87 vs ~1; but 1024×100 (10) 1.04–1.12 vs 0.96–1.04 and 8×8×8×64 (8)
+# 1.14–1.17 vs 0.98–1.01. Short, wide tensors keep XLA's reductions.
+MIN_ROWS_PER_CHANNEL = 32
+
 
 def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False):
     """Whether this module computes the same numbers as `_generic` for this call.
@@ -123,19 +141,17 @@ def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS, max_elements=No
 
 def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_fn=None):
     """Training-mode forward pass (see `supports`): the fused kernel for large
-    tensors, the generic ops for small ones and inside XLA.
-
-    Inside a jit_compile=True function XLA lowers the fused op back to plain
-    math, so the generic ops go in directly. Their channels-last reductions
-    keep no unit axes (`_generic.moments`), and XLA compiles them to code
-    0.74–0.96× Keras's on tall tensors (40×12×12×160 to 64×56×56×128; Keras
-    against a second copy of itself 0.94–1.05) and 0.98–1.04× on 32×14×14×16.
-    Statistics as matrix products with a row of ones, the earlier answer to
-    XLA's slow reductions, measured 0.73–0.94× and 1.01–1.05× on the same
-    cases in the same runs: no better, so they are gone.
-    """
+    tensors; inside XLA, statistics by matrix products where that pays."""
     if _in_xla_function():
-        return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
+        def generic():
+            return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
+
+        channels = x.shape[-1]
+        if channels > MAX_MATMUL_CHANNELS:
+            return generic()
+        # rows ≥ MIN_ROWS_PER_CHANNEL · channels ⟺ elements ≥ that · channels
+        return _by_size(x, lambda: matmul_train_forward(x, gamma, beta, epsilon), generic,
+                        min_elements=MIN_ROWS_PER_CHANNEL * channels * channels)
     return _by_size(
         x,
         lambda: fused_train_forward(x, gamma, beta, epsilon),
@@ -179,6 +195,25 @@ def fused_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None,
     variance = result.batch_variance * ((m - 1.0) / m)
     outputs = tf.reshape(result.y, tf.shape(x))
     return outputs, result.batch_mean, variance, None
+
+
+def matmul_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None, mask=None,
+                         moments_fn=None):
+    """Training-mode forward pass with the per-channel sums as matrix products.
+
+    The input as a (rows, channels) matrix; Σ over rows = a row of ones times
+    it. Two passes as in `_generic.moments`: the mean, then the mean of squared
+    deviations. Meant for XLA (see MIN_ROWS_PER_CHANNEL), correct anywhere.
+    """
+    channels = x.shape[-1]
+    rows = tf.reshape(x, [-1, channels])
+    ones = tf.ones([1, tf.shape(rows)[0]], x.dtype)
+    m = tf.cast(tf.shape(rows)[0], x.dtype)
+    mean = tf.matmul(ones, rows)[0] / m
+    squares = tf.square(rows - tf.stop_gradient(mean))  # see `_generic.moments` on the gradient
+    variance = tf.matmul(ones, squares)[0] / m
+    outputs = _generic.normalize(x, mean, variance, gamma, beta, epsilon, len(x.shape) - 1)
+    return outputs, mean, variance, None
 
 
 def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axis=None):

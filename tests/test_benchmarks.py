@@ -63,7 +63,7 @@ def test_layer_table_has_one_row_per_case(quick_report):
     for row in rows:
         assert len(row) == len(header)
         assert row[2] in ("train", "infer") and row[3] in ("yes", "no")
-        assert row[4] in ("fused", "generic")
+        assert row[4] in ("fused", "matmul", "generic")
         for column in ("Keras ms", "kbn ms", "kbn/Keras", "kbn GB/s", "kbn × floor"):
             value = float(row[header.index(column)])
             assert math.isfinite(value) and value > 0, (column, row)

@@ -178,8 +178,42 @@ def test_supports_rejects_what_it_cannot_serve(case):
     assert not _supports(**case)
 
 
-@pytest.mark.parametrize("shape", [(32, 14, 14, 16), (None, 100), (1024, 300)], ids=str)
-def test_inside_xla_the_generic_ops_go_in_directly(shape):
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("shape", [(64, 100), (6, 5, 4, 16), (2048, 12)], ids=str)
+def test_matmul_statistics_match_generic(shape, jit):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
+    gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype("float32"))
+    beta = tf.constant(rng.normal(0.0, 1.0, shape[-1]).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    axis, reduction_axes = len(shape) - 1, list(range(len(shape) - 1))
+
+    def run(forward):
+        @tf.function(jit_compile=jit)
+        def step(x, gamma, beta):
+            with tf.GradientTape() as tape:
+                tape.watch([x, gamma, beta])
+                y, mean, variance, _ = forward(x, gamma, beta, EPSILON, axis, reduction_axes,
+                                               None)
+                loss = tf.reduce_sum(y * upstream)
+            return [y, mean, variance] + tape.gradient(loss, [x, gamma, beta])
+        return [t.numpy() for t in step(x, gamma, beta)]
+
+    names = ["outputs", "mean", "variance", "dx", "dgamma", "dbeta"]
+    for name, a, b in zip(names, run(_tf_fast.matmul_train_forward),
+                          run(_generic.train_forward)):
+        _assert_close(a, b, name)
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((32, 14, 14, 16), "MatMul"),   # 392 rows per channel
+    ((4096, 32), "MatMul"),         # 128 rows per channel
+    ((None, 4, 4, 16), "MatMul"),   # fit()'s unknown batch counts as 32: 512 rows, 32 per channel
+    ((None, 4, 4, 32), None),       # counted the same way: 16 rows per channel
+    ((1024, 100), None),            # 10 rows per channel: XLA's own reductions
+    ((16384, 300), None),           # over 256 channels
+], ids=str)
+def test_inside_xla_statistics_come_from_matrix_products_for_tall_tensors(shape, expected):
     rank = len(shape)
 
     def forward(x):
@@ -188,7 +222,7 @@ def test_inside_xla_the_generic_ops_go_in_directly(shape):
 
     types_ = _op_types(forward, tf.TensorSpec(shape), jit_compile=True)
     assert "FusedBatchNormV3" not in types_  # XLA lowers it to plain math anyway
-    assert "Mean" in types_ and "If" not in types_ and "StatelessIf" not in types_
+    assert ("MatMul" in types_) == (expected == "MatMul")
 
 
 @pytest.mark.parametrize("shape", [(64, 7), (6, 5, 4, 3), (16, 300)], ids=str)
