@@ -184,6 +184,11 @@ def round_orders(names):
     return rotations + [order[::-1] for order in rotations]
 
 
+def paired_ci(times, name, reference="Keras"):
+    """`median_ci` of the per-round ratios times[name] / times[reference], as (low, high)."""
+    return median_ci([a / b for a, b in zip(times[name], times[reference])])[:2]
+
+
 def median_ci(values, confidence=0.95):
     """Distribution-free confidence interval of the median of `values`.
 
@@ -249,11 +254,7 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                     {name: (lambda step=step, x=x: step(x)) for name, step in steps.items()},
                     min_reps, max_reps, budget_s,
                 )
-                paired = [a / b for a, b in zip(times["kbn"], times["Keras"])]
-                ci_low, ci_high, _ = median_ci(paired)
-                aa_low, aa_high, _ = median_ci(
-                    [a / b for a, b in zip(times[CONTROL], times["Keras"])]
-                )
+                ci, aa_ci = paired_ci(times, "kbn"), paired_ci(times, CONTROL)
                 floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * elements
                 floor_s = floor_bytes / (copy_gbps * 1e9)
                 row = {
@@ -265,20 +266,18 @@ def bench_layers(shapes, copy_gbps, min_reps, max_reps, budget_s, log):
                     "keras_ms": medians["Keras"] * 1e3,
                     "kbn_ms": medians["kbn"] * 1e3,
                     "ratio": medians["kbn"] / medians["Keras"],
-                    "ci_low": ci_low,
-                    "ci_high": ci_high,
-                    "aa_low": aa_low,
-                    "aa_high": aa_high,
+                    "ci": ci,
+                    "aa_ci": aa_ci,
                     "kbn_gbps": floor_bytes / medians["kbn"] / 1e9,
                     "kbn_x_floor": medians["kbn"] / floor_s,
                     "keras_x_floor": medians["Keras"] / floor_s,
-                    "reps": len(paired),
+                    "reps": len(times["kbn"]),
                     "spread": max(spreads.values()),
                 }
                 rows.append(row)
                 log(f"{row['shape']:>16} {mode:5} xla={jit!s:5} Keras {row['keras_ms']:9.2f} ms"
                     f"  kbn {row['kbn_ms']:9.2f} ms  ratio {row['ratio']:.2f}"
-                    f" [{ci_low:.2f}, {ci_high:.2f}]  A/A [{aa_low:.2f}, {aa_high:.2f}]")
+                    " [{:.2f}, {:.2f}]  A/A [{:.2f}, {:.2f}]".format(*ci, *aa_ci))
     return rows
 
 
@@ -349,8 +348,6 @@ def bench_fit(model_names, rounds, epochs, log, batch_size=60):
                 seconds[name] += timer.seconds
                 per_round[name].append(statistics.median(timer.seconds))
         medians = {name: statistics.median(s) for name, s in seconds.items()}
-        ci = {name: median_ci([a / b for a, b in zip(per_round[name], per_round["Keras"])])
-              for name in ("kbn", CONTROL)}
         row = {
             "model": model_name,
             "epochs": len(seconds["kbn"]),
@@ -359,8 +356,8 @@ def bench_fit(model_names, rounds, epochs, log, batch_size=60):
             "kbn_s": medians["kbn"],
             "none_s": medians["no BN"],
             "ratio": medians["kbn"] / medians["Keras"],
-            "ci": ci["kbn"][:2],
-            "aa_ci": ci[CONTROL][:2],
+            "ci": paired_ci(per_round, "kbn"),
+            "aa_ci": paired_ci(per_round, CONTROL),
             "bn_share": (medians["Keras"] - medians["no BN"]) / medians["Keras"],
         }
         rows.append(row)
@@ -454,6 +451,10 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def _interval(bounds):
+    return "{:.2f}–{:.2f}".format(*bounds)
+
+
 def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, seconds):
     copy_gbps = max(bandwidth.values())
     out = [
@@ -486,8 +487,7 @@ def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, secon
              "spread"],
             [[r["shape"], f"{r['elements']:,}", r["mode"], "yes" if r["xla"] else "no", r["path"],
               f"{r['keras_ms']:.2f}", f"{r['kbn_ms']:.2f}", f"{r['ratio']:.2f}",
-              f"{r['ci_low']:.2f}–{r['ci_high']:.2f}", f"{r['aa_low']:.2f}–{r['aa_high']:.2f}",
-              f"{r['kbn_gbps']:.1f}",
+              _interval(r["ci"]), _interval(r["aa_ci"]), f"{r['kbn_gbps']:.1f}",
               f"{r['kbn_x_floor']:.1f}", f"{r['keras_x_floor']:.1f}",
               r["reps"], f"{100 * r['spread']:.0f}%"] for r in layer_rows],
         ),
@@ -504,8 +504,8 @@ def render(machine, bandwidth, layer_rows, fit_rows, memory_rows, command, secon
              "paired 95% CI", "A/A 95% CI", "no-BN s/epoch", "BN share of Keras epoch",
              "lowest possible kbn/Keras"],
             [[r["model"], r["epochs"], r["jit_compile"], f"{r['keras_s']:.3f}", f"{r['kbn_s']:.3f}",
-              f"{r['ratio']:.2f}", "{:.2f}–{:.2f}".format(*r["ci"]),
-              "{:.2f}–{:.2f}".format(*r["aa_ci"]), f"{r['none_s']:.3f}",
+              f"{r['ratio']:.2f}", _interval(r["ci"]), _interval(r["aa_ci"]),
+              f"{r['none_s']:.3f}",
               f"{100 * r['bn_share']:.0f}%", f"{1 - r['bn_share']:.2f}"] for r in fit_rows],
         ))
     else:
