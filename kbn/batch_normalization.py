@@ -1,6 +1,7 @@
 """kbn's batch-normalization layer: a drop-in for `keras.layers.BatchNormalization`."""
 
 import functools
+import importlib
 import math
 import numbers
 import os
@@ -12,6 +13,8 @@ from kbn import _generic
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 _KERNEL_PATHS = ("auto", "fast", "generic")
+# The fast path of each backend that has one (module names, imported on first use).
+_FAST_MODULES = {"tensorflow": "kbn._tf_fast", "torch": "kbn._torch_fast"}
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -285,14 +288,16 @@ class BatchNormalization(keras.layers.Layer):
             raise ValueError(
                 f"KBN_PATH must be one of {_KERNEL_PATHS}. Received: KBN_PATH={path!r}"
             )
-        if path == "generic" or keras.backend.backend() != "tensorflow":
+        fast_module = _FAST_MODULES.get(keras.backend.backend())
+        if path == "generic" or fast_module is None:
             return _generic
-        from kbn import _tf_fast  # needs TensorFlow, which other backends may lack
-
-        if not _tf_fast.supports(x, training, mask, self._channel_axis, self.epsilon,
-                                 synchronized=self.synchronized, renorm=self.renorm):
+        # Imported here: each fast module needs its backend's library, which
+        # other backends may lack.
+        fast = importlib.import_module(fast_module)
+        if not fast.supports(x, training, mask, self._channel_axis, self.epsilon,
+                             synchronized=self.synchronized, renorm=self.renorm):
             return _generic
-        return _tf_fast.always_fused if path == "fast" else _tf_fast
+        return fast.always_fused if path == "fast" else fast
 
     def _move(self, variable, batch_value, momentum, valid):
         moving = ops.convert_to_tensor(variable)  # one read of the variable, used twice
