@@ -38,7 +38,7 @@ tensorboard: $(STAMP)  ## serve logs/ on 127.0.0.1
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1
 
 bench: $(STAMP)  ## kbn vs Keras speed benchmark
-	$(BIN)/python -m benchmarks.layer
+	$(BIN)/python -m benchmarks.suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check kbn tests train benchmarks
