@@ -18,23 +18,16 @@ interleaved rounds (`benchmarks.timing`), with paired intervals
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import kbn
 from benchmarks.intervals import CONTROL, paired_ci
+from benchmarks.shapes import elements, shape_text
 from benchmarks.timing import time_interleaved
 
 LAYERS = {"kbn": kbn.BatchNormalization, "Keras": keras.layers.BatchNormalization}
 FLOOR_PASSES = {"train": 8, "infer": 2}
 BYTES_PER_ELEMENT = 4  # float32
-
-# ~100 K to ~30 M elements; rank 2 (Dense activations) and rank 4 (NHWC conv activations).
-FULL_SHAPES = [
-    (1024, 100), (512, 512), (4096, 512), (8192, 2048),
-    (32, 14, 14, 16), (40, 12, 12, 160), (96, 24, 24, 48), (128, 32, 32, 64), (64, 56, 56, 128),
-]
-QUICK_SHAPES = [(1024, 100), (16, 8, 8, 32)]
 
 
 def layer_step(make_layer, x, mode, jit):
@@ -74,28 +67,23 @@ def kbn_path(step, x):
     return "matmul" if "MatMul" in types else "generic"
 
 
-def shape_text(shape):
-    """`(64, 56, 56, 128)` -> "64×56×56×128", as the tables write shapes."""
-    return "×".join(map(str, shape))
-
-
 def bench_layers(shapes, copy_gbps, rounds, log):
     """Times every (shape, mode, XLA) case; returns one row dict per case."""
     rows = []
     for shape in shapes:
         x = tf.random.normal(shape, seed=1)
-        elements = int(np.prod(shape))
+        count = elements(shape)
         for mode in ("train", "infer"):
             for jit in (False, True):
                 steps = {name: layer_step(cls, x, mode, jit) for name, cls in LAYERS.items()}
                 steps[CONTROL] = layer_step(LAYERS["Keras"], x, mode, jit)
                 medians, spreads, times = time_steps(steps, x, rounds)
                 ci, aa_ci = paired_ci(times, "kbn"), paired_ci(times, CONTROL)
-                floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * elements
+                floor_bytes = FLOOR_PASSES[mode] * BYTES_PER_ELEMENT * count
                 floor_s = floor_bytes / (copy_gbps * 1e9)
                 row = {
                     "shape": shape_text(shape),
-                    "elements": elements,
+                    "elements": count,
                     "mode": mode,
                     "xla": jit,
                     "path": kbn_path(steps["kbn"], x),

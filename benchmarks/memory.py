@@ -20,8 +20,9 @@ import time  # noqa: E402
 
 from benchmarks import report  # noqa: E402
 from benchmarks.fit_epochs import MODELS  # noqa: E402
-from benchmarks.layer_steps import LAYERS, shape_text  # noqa: E402
+from benchmarks.layer_steps import LAYERS  # noqa: E402
 from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.shapes import shape_text  # noqa: E402
 
 FULL_MEMORY_SHAPES = [(8192, 2048), (64, 56, 56, 128)]
 QUICK_MEMORY_SHAPES = [(4096, 1024)]

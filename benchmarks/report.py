@@ -100,6 +100,87 @@ def memory_section(rows, skipped="Skipped (--skip-memory or --quick)."):
     )]
 
 
+COMPARISON_COLUMNS = ["timed", "against", "timed ms", "against ms", "ratio", "paired 95% CI",
+                      "A/A 95% CI", "vs A/A", "target", "met", "runs", "spread"]
+
+
+def comparison_section(title, intro, rows, skipped):
+    """A table of `benchmarks.comparisons` rows: the case's columns, then
+    `COMPARISON_COLUMNS`; `skipped` when `rows` is empty."""
+    lines = [f"## {title}", "", intro, ""]
+    if not rows:
+        return lines + [skipped]
+    return lines + [table(
+        list(rows[0]["case"]) + COMPARISON_COLUMNS,
+        [[*r["case"].values(), r["timed"], r["against"], f"{r['timed_ms']:.2f}",
+          f"{r['against_ms']:.2f}", f"{r['ratio']:.2f}", interval(r["ci"]),
+          interval(r["aa_ci"]), r["verdict"], r["target"], r["met"], r["reps"],
+          f"{100 * r['spread']:.0f}%"] for r in rows],
+    )]
+
+
+COMPARISON_TERMS = (
+    "Medians; ratio = timed / against, < 1 means the timed layer is faster. Paired 95% CI: "
+    "of the median per-round ratio; A/A 95% CI: the same for a second copy of the layer "
+    "timed against; \"vs A/A\": faster or slower when the two intervals do not overlap, "
+    "else a tie. \"met\": whether the median ratio is within a \"≤\" target, or, for "
+    "\"tie or better\", whether \"vs A/A\" is not slower (targets: issue 8). "
+    "Spread: interquartile range / median, the largest of the three layers."
+)
+
+
+def ghost_section(rows, skipped="Skipped (--skip-features)."):
+    """The ghost batch-norm table of `benchmarks.ghost`."""
+    return comparison_section(
+        "Ghost batch norm (`virtual_batch_size=k`): training step",
+        "kbn's ghost batch norm against kbn's plain layer and against tf_keras's "
+        "`BatchNormalization(virtual_batch_size=k)` (tf.keras 2), same input, same rounds. "
+        + COMPARISON_TERMS,
+        rows, skipped,
+    )
+
+
+def multi_axis_section(rows, skipped="Skipped (--skip-features)."):
+    """The several-axes table of `benchmarks.multi_axis`."""
+    return comparison_section(
+        "Several axes (`axis=[1, 3]`): training step",
+        "kbn against tf_keras's `BatchNormalization(axis=[1, 3])` (tf.keras 2; Keras 3 has "
+        "no such option). " + COMPARISON_TERMS,
+        rows, skipped,
+    )
+
+
+BACKEND_NAMES = {"jax": "JAX", "torch": "PyTorch"}
+
+
+def backend_sections(results):
+    """One section per backend of `benchmarks.backends`: its table, or why it did not run."""
+    sections = []
+    for result in results:
+        name = BACKEND_NAMES[result["backend"]]
+        title = f"Backend {name}: training step and inference (kbn vs Keras)"
+        if "rows" not in result:
+            reason = result.get("skipped") or result["failed"]
+            status = "Skipped" if "skipped" in result else "Failed"
+            sections.append([f"## {title}", "", f"{status}: {reason}."])
+            continue
+        versions = result["versions"]
+        sections.append(comparison_section(
+            title,
+            f"Keras {versions['keras']} on {name} {versions['library']}, device "
+            f"{versions['device']}, kbn {versions['kbn']}, KBN_PATH={versions['kbn_path']}; "
+            f"a fresh process (`benchmarks/backend_steps.py`). {result['method']} "
+            + COMPARISON_TERMS,
+            result["rows"], skipped="No cases.",
+        ))
+    return sections
+
+
+def backends_skipped():
+    """The section that stands for the other backends when they were not run."""
+    return ["## Other backends (JAX, PyTorch)", "", "Skipped (--skip-backends or --quick)."]
+
+
 def document(header_lines, *sections):
     """The whole report: the header, then each section after a blank line."""
     lines = list(header_lines)
