@@ -224,7 +224,7 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
     Returns:
         `(outputs, mean, variance, count)` as `train_forward`, the statistics
         being the averages over ghost batches; `count` (with a mask) is the
-        smallest per-ghost count, which the layer's validity test reads.
+        number of unmasked entries over all ghost batches.
     """
     rank = len(x.shape)
     view = ghost_view(x, k)
@@ -232,16 +232,23 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
     reduction = tuple(i for i in range(rank + 1) if i not in kept)
     mask_view = None if mask is None else ghost_view(mask, k)
     ghost_mean, ghost_variance, ghost_count = moments_fn(view, reduction, mask_view)
+    # Normalization uses each ghost batch's biased variance; the moving update
+    # may take the unbiased one.
+    update_variance = ghost_variance
     if unbiased:
-        ghost_variance = bessel(ghost_variance, entries(view, reduction, ghost_count))
+        update_variance = bessel(ghost_variance, entries(view, reduction, ghost_count))
     if ghost_count is None:
-        mean, variance = ops.mean(ghost_mean, axis=0), ops.mean(ghost_variance, axis=0)
+        mean, variance = ops.mean(ghost_mean, axis=0), ops.mean(update_variance, axis=0)
         count = None
     else:
-        total = ops.maximum(ops.sum(ghost_count, axis=0), 1.0)
-        mean = ops.sum(ghost_mean * ghost_count, axis=0) / total
-        variance = ops.sum(ghost_variance * ghost_count, axis=0) / total
-        count = ops.min(ghost_count, axis=0)
+        total = ops.sum(ghost_count, axis=0)
+        safe_total = ops.maximum(total, 1.0)
+        mean = ops.sum(ghost_mean * ghost_count, axis=0) / safe_total
+        # A ghost batch with no entry has weight 0 (and its NaN from Bessel's
+        # 0/0 must not leak through 0 · NaN).
+        weighted = ops.where(ghost_count > 0, update_variance * ghost_count, 0.0)
+        variance = ops.sum(weighted, axis=0) / safe_total
+        count = total
     if correction is not None:
         gamma, beta = correction(mean, variance, gamma, beta)
     outputs = normalize(view, ghost_mean, ghost_variance, gamma, beta, epsilon, kept)
