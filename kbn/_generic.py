@@ -227,11 +227,22 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
         number of unmasked entries over all ghost batches.
     """
     rank = len(x.shape)
-    view = ghost_view(x, k)
-    kept = (1,) + tuple(axis + 1 for axis in axes)
-    reduction = tuple(i for i in range(rank + 1) if i not in kept)
-    mask_view = None if mask is None else ghost_view(mask, k)
-    ghost_mean, ghost_variance, ghost_count = moments_fn(view, reduction, mask_view)
+    if mask is None and tuple(axes) == (rank - 1,):
+        # Channels last: (k, G, S, C), statistics reduced over k, then over S
+        # (one long reduction over the non-adjacent axes 0 and 2 ran 10×
+        # slower on TensorFlow's CPU kernels).
+        view = ops.reshape(x, (k, -1, _middle_size(x), x.shape[-1]))
+        kept, reduction = (1, 3), (0, 2)
+        ghost_mean = ops.mean(ops.mean(view, axis=0), axis=1)
+        deviation = view - ops.stop_gradient(ops.expand_dims(ghost_mean, 1))
+        ghost_variance = ops.mean(ops.mean(ops.square(deviation), axis=0), axis=1)
+        ghost_count = None
+    else:
+        view = ghost_view(x, k)
+        kept = (1,) + tuple(axis + 1 for axis in axes)
+        reduction = tuple(i for i in range(rank + 1) if i not in kept)
+        mask_view = None if mask is None else ghost_view(mask, k)
+        ghost_mean, ghost_variance, ghost_count = moments_fn(view, reduction, mask_view)
     # Normalization uses each ghost batch's biased variance; the moving update
     # may take the unbiased one.
     update_variance = ghost_variance
@@ -253,6 +264,14 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
         gamma, beta = correction(mean, variance, gamma, beta)
     outputs = normalize(view, ghost_mean, ghost_variance, gamma, beta, epsilon, kept)
     return ops.reshape(outputs, ops.shape(x)), mean, variance, count
+
+
+def _middle_size(x):
+    """The product of the axes between the batch axis and the last one (1 for rank 2)."""
+    size = 1
+    for axis in range(1, len(x.shape) - 1):
+        size = size * (x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis])
+    return size
 
 
 def entries(x, reduction_axes, count=None):

@@ -278,7 +278,10 @@ class BatchNormalization(keras.layers.Layer):
         that holds the math of the layer's options (see `_generic`)."""
         correction = self._renorm_scale_and_offset if self.renorm else None
         if self.virtual_batch_size is not None:
-            return _generic.ghost_train_forward(
+            # Masks and renorm need the statistics before normalizing: generic.
+            simple = mask is None and correction is None
+            kernel = self._kernel(x, training=True, mask=mask) if simple else _generic
+            return kernel.ghost_train_forward(
                 x, gamma, beta, self.epsilon, self._axes, mask, self.virtual_batch_size,
                 moments_fn=self._moments_fn, correction=correction,
                 unbiased=self.unbiased_moving_variance,
@@ -352,12 +355,14 @@ class BatchNormalization(keras.layers.Layer):
     def _kernel(self, x, training, mask):
         """The one place that picks the module doing the forward math.
 
-        Every kernel module offers `train_forward` and `infer_forward` with
-        `_generic`'s signatures and numbers. On TensorFlow, `_tf_fast` (the
-        fused kernel) takes every call it can serve and `_generic` the rest;
-        renorm always takes the generic functions (its output needs the
-        statistics before normalizing). `_tf_fast` itself sends tensors too
-        small to gain from the fused kernel to the generic functions.
+        Every kernel module offers `train_forward`, `ghost_train_forward` and
+        `infer_forward` with `_generic`'s signatures and numbers. On
+        TensorFlow, `_tf_fast` (the fused kernel) takes every call it can
+        serve and `_generic` the rest; on PyTorch `_torch_fast` (ATen's native
+        batch norm) likewise; JAX has no fast module (XLA fuses the generic
+        ops). Renorm and masked ghost batches never come here: their output
+        needs the statistics before normalizing. A fast module itself sends
+        tensors too small to gain from its kernel to the generic functions.
 
         The environment variable `KBN_PATH` overrides this, for tests and
         benchmarks: `generic` uses the generic path everywhere, `fast` the

@@ -17,7 +17,7 @@ import numpy_reference as ref
 import tf_keras_reference as tfk
 from layer_pairs import random_weights, step, weights_by_name
 
-pytestmark = pytest.mark.all_backends
+pytestmark = [pytest.mark.all_backends, pytest.mark.usefixtures("each_kernel_path")]
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 MOMENTUM = 0.9
