@@ -158,7 +158,8 @@ def test_ghost_table_compares_with_kbn_plain_and_tf_keras(quick_report):
     text = _sections(quick_report)[SECTIONS[1]]
     # Every shape × k × {no XLA, XLA}, two ratios each.
     cases = len(ghost.QUICK_GHOST_SHAPES) * len(ghost.GHOST_SIZES) * 2
-    rows = _check_comparison_table(text, ["shape", "k", "XLA"], 2 * cases)
+    rows = _check_comparison_table(text, ["shape", "k", "XLA", "kbn path"], 2 * cases)
+    assert {row["kbn path"] for row in rows} <= {"fused", "matmul", "generic"}
     assert {row["k"] for row in rows} == {"16", "32"}
     targets = {row["against"]: row["target"] for row in rows}
     assert targets == {"kbn": "≤ 1.25", "tf_keras ghost": "≤ 0.5"}
@@ -168,8 +169,9 @@ def test_ghost_table_compares_with_kbn_plain_and_tf_keras(quick_report):
 
 def test_multi_axis_table_compares_with_tf_keras(quick_report):
     text = _sections(quick_report)[SECTIONS[2]]
-    rows = _check_comparison_table(text, ["shape", "axis", "XLA"],
+    rows = _check_comparison_table(text, ["shape", "axis", "XLA", "kbn path"],
                                    2 * len(multi_axis.QUICK_MULTI_AXIS_SHAPES))
+    assert {row["kbn path"] for row in rows} <= {"fused", "matmul", "generic"}
     assert {(row["timed"], row["against"], row["axis"], row["target"]) for row in rows} == {
         ("kbn", "tf_keras", "[1, 3]", "tie or better")}
     assert {row["XLA"] for row in rows} == {"yes", "no"}
