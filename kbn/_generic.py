@@ -10,6 +10,7 @@ order (one for the usual per-channel batch norm, several for tf.keras's
 `axis=[...]`), and a statistic has the sizes of those axes in that order.
 """
 
+import keras
 from keras import ops
 
 
@@ -24,6 +25,36 @@ def broadcast_shape(rank, axes, shape):
 def _trailing(axes, rank):
     """Whether `axes` are the last axes of the input, so a statistic broadcasts as it is."""
     return tuple(axes) == tuple(range(rank - len(axes), rank))
+
+
+def _runs(axes):
+    """`axes` split into runs of adjacent axes: (0, 2, 3) → [(0,), (2, 3)]."""
+    runs = []
+    for axis in sorted(axes):
+        if runs and runs[-1][-1] == axis - 1:
+            runs[-1] = runs[-1] + (axis,)
+        else:
+            runs.append((axis,))
+    return runs
+
+
+def reduce(op, x, axes, keepdims=False):
+    """`op(x, axis=axes, keepdims=...)` for `ops.sum` / `ops.mean`, on TensorFlow
+    one run of adjacent axes at a time.
+
+    TensorFlow's CPU reductions over non-adjacent axes are slow: the mean over
+    axes (0, 2) of a (16, 4, 1024, 32) tensor took 15 ms, over axis 0 and then
+    axis 1 of the result 1.4 ms (the mean over (0, 1, 2) of the same tensor
+    1.0 ms). Channels-first inputs and several axes reduce such axes. Means
+    of equal-sized runs compose exactly (a mean of means). Other backends
+    compile the whole reduction (XLA) or reduce well as it is.
+    """
+    runs = _runs(axes)
+    if len(runs) == 1 or keras.backend.backend() != "tensorflow":
+        return op(x, axis=tuple(axes), keepdims=keepdims)
+    for run in reversed(runs):  # the last run first, so earlier axes keep their numbers
+        x = op(x, axis=run, keepdims=keepdims)
+    return x
 
 
 def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
@@ -53,24 +84,24 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     # the variance changes nothing but the work the backward pass does.
     if mask is None and all_reduce_sum is None:
         if _trailing(kept, rank):  # the statistics broadcast against x as they are
-            mean = ops.mean(x, axis=reduction_axes)
-            variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes)
+            mean = reduce(ops.mean, x, reduction_axes)
+            variance = reduce(ops.mean, ops.square(x - ops.stop_gradient(mean)), reduction_axes)
             return mean, variance, None
-        mean = ops.mean(x, axis=reduction_axes, keepdims=True)
-        variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes,
-                            keepdims=True)
+        mean = reduce(ops.mean, x, reduction_axes, keepdims=True)
+        variance = reduce(ops.mean, ops.square(x - ops.stop_gradient(mean)), reduction_axes,
+                          keepdims=True)
         return ops.squeeze(mean, reduction_axes), ops.squeeze(variance, reduction_axes), None
-    reduce = all_reduce_sum or (lambda tensors: tensors)
+    all_reduce = all_reduce_sum or (lambda tensors: tensors)
     weights = None
     if mask is None:
-        local_sum = ops.sum(x, axis=reduction_axes, keepdims=True)
+        local_sum = reduce(ops.sum, x, reduction_axes, keepdims=True)
         per_entry = ops.size(x) // ops.size(local_sum)
         local_count = ops.ones_like(local_sum) * ops.cast(per_entry, x.dtype)
     else:
         weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)
-        local_sum = ops.sum(x * weights, axis=reduction_axes, keepdims=True)
-        local_count = ops.sum(weights, axis=reduction_axes, keepdims=True)
-    total, count = reduce([local_sum, local_count])
+        local_sum = reduce(ops.sum, x * weights, reduction_axes, keepdims=True)
+        local_count = reduce(ops.sum, weights, reduction_axes, keepdims=True)
+    total, count = all_reduce([local_sum, local_count])
     # An entry with no unmasked value has count 0: max(count, 1) keeps its
     # statistics finite, and the layer skips its moving update.
     safe_count = ops.maximum(count, 1.0)
@@ -78,7 +109,8 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     deviation = x - ops.stop_gradient(mean)
     if weights is not None:
         deviation = deviation * weights
-    (squares,) = reduce([ops.sum(ops.square(deviation), axis=reduction_axes, keepdims=True)])
+    (squares,) = all_reduce([reduce(ops.sum, ops.square(deviation), reduction_axes,
+                                    keepdims=True)])
     variance = squares / safe_count
     return tuple(ops.squeeze(t, reduction_axes) for t in (mean, variance, count))
 
