@@ -355,9 +355,11 @@ class BatchNormalization(keras.layers.Layer):
                 raise ValueError(message.format(batch))
         if self.unbiased_moving_variance and self.track_moving_statistics:
             per_sample = 1
-            for axis in self._reduction_axes[1:]:
-                per_sample *= x.shape[axis]
-            samples = k if k is not None else batch
+            for axis in self._reduction_axes:
+                per_sample *= x.shape[axis] if axis != 0 else 1
+            # Samples per statistic: a ghost batch's k, the batch, or 1 when
+            # the batch axis is itself normalized (`axis` holding 0).
+            samples = k if k is not None else (batch if 0 in self._reduction_axes else 1)
             message = ("unbiased_moving_variance=True multiplies the batch variance by "
                        "m/(m - 1), which needs m >= 2 entries per statistic; inputs of "
                        f"shape {tuple(x.shape)} give m = {{}}.")
