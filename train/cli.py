@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train.models import BN_CHOICES, BN_POSITIONS, MODELS
+from train.models import BN_POSITIONS, MODELS, VARIANTS
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -88,7 +88,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         bn.add_argument(
             "--bn",
             default="kbn",
-            choices=BN_CHOICES,
+            choices=VARIANTS,
             help="none, keras.layers.BatchNormalization, or kbn.BatchNormalization" + show,
         )
     bn.add_argument(

@@ -16,9 +16,8 @@ import sys
 
 from train import cli, plots, report, runs
 from train.datasets import DatasetError
+from train.models import VARIANTS
 from train.train import load_data
-
-VARIANTS = ("none", "keras", "kbn")
 
 
 def main(argv=None):
@@ -31,30 +30,31 @@ def main(argv=None):
 
     stamp = runs.timestamp()
     run_name = args.run_name or data.name
-    results = []
+    results = {}
     for variant in VARIANTS:
         run_dir = runs.make_run_dir(args.logdir, args.experiment, f"{run_name}-{variant}", stamp)
         print(f"--- {variant}: {run_dir}", flush=True)
-        results.append(runs.train_variant(args, data, variant, run_dir))
-        if results[-1].summary["stopped_early"] == "interrupted":
+        results[variant] = runs.train_variant(args, data, variant, run_dir)
+        if results[variant].summary["stopped_early"] == "interrupted":
             break
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
     plots.plot_comparison(results, plot_path, args.target_accuracy)
-    plots.log_image_to_runs(plot_path, [result.run_dir for result in results])
+    plots.log_image_to_runs(plot_path, [result.run_dir for result in results.values()])
 
     print()
     print(report.setup_line(args, data))
     print(report.comparison_table(results, args.target_accuracy))
     status = 0
     if len(results) == len(VARIANTS):
-        agree, difference = report.curves_agree(results[1].rows, results[2].rows)
+        keras_rows, kbn_rows = results["keras"].rows, results["kbn"].rows
+        agree, difference = report.curves_agree(keras_rows, kbn_rows)
         verdict = "agree" if agree else "DISAGREE"
-        diverged = all(result.summary["stopped_early"] == "nan" for result in results[1:])
+        diverged = all(results[v].summary["stopped_early"] == "nan" for v in ("keras", "kbn"))
         print(
             f"keras vs kbn: curves {verdict} (max |difference| {difference:.1e} over"
-            f" {len(results[1].rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
+            f" {len(keras_rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )

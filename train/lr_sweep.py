@@ -14,7 +14,7 @@ import sys
 
 from train import cli, plots, report, runs
 from train.datasets import DatasetError
-from train.models import BN_CHOICES
+from train.models import VARIANTS
 from train.train import load_data
 
 DEFAULT_LRS = "0.05,0.1,0.3,1,3,10,20"
@@ -31,7 +31,7 @@ def main(argv=None):
     )
     sweep.add_argument(
         "--variants",
-        default="none,keras,kbn",
+        default=",".join(VARIANTS),
         metavar="V,V,...",
         help="BN variants to train at each rate (default: %(default)s)",
     )
@@ -39,10 +39,10 @@ def main(argv=None):
     try:
         rates = cli.parse_floats(args.lrs, "--lrs")
         variants = tuple(args.variants.split(","))
-        unknown = [variant for variant in variants if variant not in BN_CHOICES]
+        unknown = [variant for variant in variants if variant not in VARIANTS]
         if unknown:
             raise cli.UsageError(
-                f"--variants: unknown {', '.join(unknown)}; use {', '.join(BN_CHOICES)}"
+                f"--variants: unknown {', '.join(unknown)}; use {', '.join(VARIANTS)}"
             )
         data = load_data(args)
     except (cli.UsageError, DatasetError) as error:
@@ -54,14 +54,14 @@ def main(argv=None):
     interrupted = False
     for lr in rates:
         args.lr = lr
-        results_by_lr[lr] = []
+        results_by_lr[lr] = {}
         for variant in variants:
             run_dir = runs.make_run_dir(
                 args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
             )
             print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)
             result = runs.train_variant(args, data, variant, run_dir)
-            results_by_lr[lr].append(result)
+            results_by_lr[lr][variant] = result
             interrupted = result.summary["stopped_early"] == "interrupted"
             if interrupted:
                 break
@@ -75,7 +75,9 @@ def main(argv=None):
     if results_by_lr:
         plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
         plots.plot_sweep(results_by_lr, variants, plot_path, args.target_accuracy)
-        run_dirs = [result.run_dir for results in results_by_lr.values() for result in results]
+        run_dirs = [
+            result.run_dir for results in results_by_lr.values() for result in results.values()
+        ]
         plots.log_image_to_runs(plot_path, run_dirs, tag="lr_sweep_plot")
         print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
         print(f"plot: {plot_path}")

@@ -20,7 +20,8 @@ import keras
 
 import kbn
 
-BN_CHOICES = ("none", "keras", "kbn")
+# The batch-norm variants every script trains, in table order; defined here only.
+VARIANTS = ("none", "keras", "kbn")
 BN_POSITIONS = ("before", "after")
 MODELS = ("mlp", "cnn")
 _BN_CLASSES = {"keras": keras.layers.BatchNormalization, "kbn": kbn.BatchNormalization}
@@ -57,8 +58,8 @@ def build_model(
     Returns:
         The built model.
     """
-    if bn not in BN_CHOICES:
-        raise ValueError(f"bn must be one of {BN_CHOICES}, got {bn!r}")
+    if bn not in VARIANTS:
+        raise ValueError(f"bn must be one of {VARIANTS}, got {bn!r}")
     if bn_position not in BN_POSITIONS:
         raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
     use_bn = bn != "none"
