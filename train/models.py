@@ -39,6 +39,7 @@ def build_model(
     bn_position="before",
     bn_momentum=0.99,
     bn_epsilon=1e-3,
+    bn_synchronized=False,
 ):
     """Builds an uncompiled `keras.Sequential` classifier with a softmax output.
 
@@ -54,6 +55,8 @@ def build_model(
         activation: Hidden non-linearity (a Keras activation name).
         bn_position: "before" or "after" the non-linearity.
         bn_momentum, bn_epsilon: Passed to the BN layers.
+        bn_synchronized: BN's `synchronized`: under a `tf.distribute` strategy,
+            batch statistics over the global batch instead of each replica's slice.
 
     Returns:
         The built model.
@@ -67,7 +70,12 @@ def build_model(
     use_bias = not (use_bn and bn_position == "before")
 
     def normalization(index):
-        return _BN_CLASSES[bn](momentum=bn_momentum, epsilon=bn_epsilon, name=f"bn_{index}")
+        return _BN_CLASSES[bn](
+            momentum=bn_momentum,
+            epsilon=bn_epsilon,
+            synchronized=bn_synchronized,
+            name=f"bn_{index}",
+        )
 
     layers = [keras.Input(shape=tuple(input_shape))]
     if model == "mlp":

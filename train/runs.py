@@ -1,26 +1,37 @@
-"""One training run: its folder, logs, checkpoint, resume, Ctrl-C and NaN handling.
+"""One training run: its folder, logs, checkpoint, resume, Ctrl-C/SIGTERM and NaN handling.
 
     from train import runs
     run_dir = runs.make_run_dir("logs", "train", "digits-kbn")
     result = runs.train_variant(args, data, "kbn", run_dir)
-    result = runs.resume(run_dir, data)            # after Ctrl-C
+    result = runs.resume(run_dir, data)            # after Ctrl-C, SIGTERM or a crash
 
 A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
     train/, validation/   TensorBoard events: epoch and batch scalars, weight
                           histograms (BN's gamma, beta, moving mean/variance)
-    args.json             every argument of the run
+    args.json             every setting of the run
     metrics.csv           one row per finished epoch
     summary.json          the outcome (rewritten after every epoch)
     checkpoint.keras      model + optimizer state after the last finished epoch
-    checkpoint.json       which epoch that is
+    checkpoint.json       which epoch that is, and the sha256 of checkpoint.keras
+
+Only the chief (worker 0) writes the folder; under a multi-worker strategy the
+other workers train the same steps and write nothing. Every file but the
+event files is replaced atomically (train/files.py), in the order metrics.csv,
+checkpoint.keras, checkpoint.json, summary.json: checkpoint.json names an
+epoch only once the model file it describes is complete, and metrics.csv
+always has that epoch's row. A run killed at any moment therefore resumes
+from its last finished epoch.
 """
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
 import time
+import zipfile
+from typing import Optional
 
 import keras
 import numpy as np
@@ -28,6 +39,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from kbn.callbacks import ActivationInputMonitor
+from train import distributed, files, loop, signals
+from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
 
 METRIC_COLUMNS = (
@@ -56,17 +69,71 @@ HPARAM_KEYS = (
     "epochs",
     "seed",
     "input_norm",
+    "strategy",
+    "replicas",
+    "bn_sync",
 )
+# Settings of runs saved before a setting existed: what those runs did.
+SETTING_DEFAULTS = {"strategy": "default", "devices": None, "workers": None, "bn_sync": False,
+                    "replicas": 1}
+# Command-line values that are not settings of the run.
+NOT_SETTINGS = ("hidden_widths", "stamp", "resume")
+CHECKPOINT = "checkpoint.keras"
+
+
+class RunFolderError(Exception):
+    """A run folder cannot be resumed; the message is one line for the user."""
 
 
 class RunResult:
     """What a finished (or stopped) run hands back: its summary and epoch rows."""
 
-    def __init__(self, run_dir, summary, rows, shift_history):
+    def __init__(self, run_dir, summary, rows, shift_history, exit_status=0):
         self.run_dir = run_dir
         self.summary = summary
         self.rows = rows
         self.shift_history = shift_history
+        self.exit_status = exit_status
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything one run needs, from its start or resume to its end.
+
+    Attributes:
+        settings: The run's settings (the flags; args.json).
+        data: The dataset it trains on.
+        distribution: The started strategy and this process's place in it.
+        run_dir: The run folder, or None on a worker that writes nothing.
+        model: The compiled model, built in `distribution.scope()`.
+        summary: The outcome so far (summary.json).
+        rows: One dict per finished epoch (metrics.csv).
+        extra_callbacks: Callers' Keras callbacks, run on every worker.
+        monitor_layers: "last", "all" or None: which activation inputs to log.
+    """
+
+    settings: argparse.Namespace
+    data: Dataset
+    distribution: distributed.Distribution
+    run_dir: Optional[str]
+    model: keras.Model
+    summary: dict
+    rows: list = dataclasses.field(default_factory=list)
+    extra_callbacks: tuple = ()
+    monitor_layers: Optional[str] = "last"
+
+    @property
+    def variant(self):
+        return self.summary["variant"]
+
+    @property
+    def epochs_done(self):
+        return len(self.rows)
+
+    @property
+    def writes(self):
+        """Whether this process writes the run folder (the chief only)."""
+        return self.run_dir is not None
 
 
 def timestamp():
@@ -94,48 +161,222 @@ def make_optimizer(name, lr, momentum):
     return keras.optimizers.RMSprop(learning_rate=lr)
 
 
-def build_compiled(args, data, variant):
-    """The model of `variant` ("none" | "keras" | "kbn"), compiled; same seed → same weights."""
+def build_compiled(settings, data, variant):
+    """The model of `variant` (one of `train.models.VARIANTS`), compiled; same seed → same weights.
+
+    The loss is what train/loop.py minimizes; the optimizer's variables are
+    created here, so that under a strategy they are mirrored like the model's.
+    """
     model = build_model(
-        args.model,
+        settings.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         bn=variant,
-        seed=args.seed,
-        hidden=tuple(args.hidden_widths),
-        activation=args.activation,
-        bn_position=args.bn_position,
-        bn_momentum=args.bn_momentum,
-        bn_epsilon=args.bn_epsilon,
+        seed=settings.seed,
+        hidden=tuple(settings.hidden_widths),
+        activation=settings.activation,
+        bn_position=settings.bn_position,
+        bn_momentum=settings.bn_momentum,
+        bn_epsilon=settings.bn_epsilon,
+        bn_synchronized=bool(settings.bn_sync),
     )
     model.compile(
-        optimizer=make_optimizer(args.optimizer, args.lr, args.momentum),
+        optimizer=make_optimizer(settings.optimizer, settings.lr, settings.momentum),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
     )
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
-def epoch_batches(x, y, batch_size, seed, first_epoch, epochs):
-    """Batches for epochs first_epoch … epochs−1, each epoch's order fixed by (seed, epoch).
+def read_settings(run_dir):
+    """A run folder's settings (args.json), with `hidden_widths` parsed.
 
-    The order depends on nothing else, so a resumed run sees exactly the
-    batches the uninterrupted run would have seen, and every variant of a
-    comparison sees the same batches.
+    Raises:
+        RunFolderError: args.json is missing or unreadable.
     """
-    orders = np.stack(
-        [
-            np.random.default_rng([seed, epoch]).permutation(len(x))
-            for epoch in range(first_epoch, epochs)
-        ]
-    )
-    x, y = tf.constant(x), tf.constant(y)
-    return (
-        tf.data.Dataset.from_tensor_slices(orders)
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-        .map(lambda index: (tf.gather(x, index), tf.gather(y, index)))
-        .prefetch(2)
-    )
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            settings = {**SETTING_DEFAULTS, **json.load(f)}
+        settings["hidden_widths"] = tuple(int(width) for width in settings["hidden"].split(","))
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise RunFolderError(f"{run_dir}: cannot read args.json ({error})") from None
+    return argparse.Namespace(**settings)
+
+
+def check_resumable(run_dir):
+    """Makes sure `run_dir` has a complete checkpoint; returns the epochs it holds.
+
+    Raises:
+        RunFolderError: no finished epoch, or a damaged checkpoint (one line).
+    """
+    try:
+        with open(os.path.join(run_dir, "checkpoint.json")) as f:
+            checkpoint = json.load(f)
+        epochs_done = int(checkpoint["epochs_done"])
+    except FileNotFoundError:
+        raise RunFolderError(f"--resume {run_dir}: no finished epoch to resume from") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunFolderError(f"--resume {run_dir}: unreadable checkpoint.json ({error})") from None
+    path = os.path.join(run_dir, checkpoint.get("file", CHECKPOINT))
+    damaged = f"--resume {run_dir}: {os.path.basename(path)} (epoch {epochs_done}) is damaged"
+    if not os.path.isfile(path):
+        raise RunFolderError(f"--resume {run_dir}: {os.path.basename(path)} is missing")
+    if "sha256" in checkpoint and files.sha256(path) != checkpoint["sha256"]:
+        raise RunFolderError(f"{damaged}: its sha256 is not the one checkpoint.json recorded")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None:
+                raise zipfile.BadZipFile("a member fails its CRC check")
+    except (zipfile.BadZipFile, OSError) as error:
+        raise RunFolderError(f"{damaged} ({error}); it cannot be resumed") from None
+    return epochs_done
+
+
+def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
+            monitor_layers="last"):
+    """The state of a run starting from scratch; on the chief, writes args.json and hparams."""
+    keras.utils.set_random_seed(settings.seed)
+    with distribution.scope():
+        model = build_compiled(settings, data, variant)
+    saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
+    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm)
+    summary = {
+        "variant": variant,
+        "dataset": data.name,
+        "run_dir": run_dir,
+        "strategy": settings.strategy,
+        "replicas": distribution.replicas,
+        "bn_sync": bool(settings.bn_sync),
+        "target_accuracy": settings.target_accuracy,
+        "hyperparameters": saved,
+        "status": "running",
+        "stopped_early": None,
+    }
+    if run_dir is not None:
+        files.write_json(os.path.join(run_dir, "args.json"), saved)
+        _write_hparams(run_dir, saved, variant)
+    return RunState(settings, data, distribution, run_dir, model, summary, [],
+                    tuple(extra_callbacks), monitor_layers)
+
+
+def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last"):
+    """The state of `run_dir` after its last finished epoch (weights, moving stats, optimizer).
+
+    Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
+
+    Raises:
+        RunFolderError: the folder has no usable checkpoint (one line).
+    """
+    settings = read_settings(run_dir)
+    epochs_done = check_resumable(run_dir)
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        rows = _read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
+    except (OSError, ValueError) as error:
+        raise RunFolderError(
+            f"--resume {run_dir}: unreadable summary or metrics ({error})"
+        ) from None
+    try:
+        with distribution.scope():
+            model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT))
+    except Exception as error:  # Keras raises many kinds for a bad archive
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
+    summary.update(status="running", stopped_early=None)
+    summary.setdefault("strategy", settings.strategy)
+    summary.setdefault("replicas", distribution.replicas)
+    summary.setdefault("bn_sync", bool(settings.bn_sync))
+    if writes:
+        files.write_rows(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
+    return RunState(settings, data, distribution, run_dir if writes else None, model, summary,
+                    rows, tuple(extra_callbacks), monitor_layers)
+
+
+def run(state):
+    """Trains `state` to its last epoch or until it stops; returns a `RunResult`."""
+    callbacks = chief_callbacks(state) if state.writes else []
+    recorder = RunRecorder(state)
+    callbacks += [recorder, *state.extra_callbacks]
+    stopped = None
+    with signals.StopRequest() as stop:
+        if state.epochs_done < state.settings.epochs:
+            stopped = loop.fit(state.model, state.data, state.settings, state.distribution,
+                               callbacks, state.epochs_done, stop)
+    summary = state.summary
+    summary.update(summarize(state.rows, state.settings.target_accuracy))
+    summary["stopped_early"] = stopped
+    summary["status"] = stopped or "finished"
+    exit_status = {None: 0, "nan": 1, "interrupted": stop.exit_status}[stopped]
+    if state.writes:
+        files.write_json(os.path.join(state.run_dir, "summary.json"), summary)
+        if stopped == "nan":
+            print(f"[{state.variant}] loss became NaN; run stopped ({state.run_dir})", flush=True)
+        elif stopped == "interrupted":
+            how = "stopped by SIGTERM" if exit_status == 143 else "interrupted"
+            print(
+                f"[{state.variant}] {how} after {state.epochs_done} finished epochs; continue"
+                f" with python -m train.train --resume {state.run_dir}",
+                flush=True,
+            )
+    monitors = [c for c in callbacks if isinstance(c, ActivationInputMonitor)]
+    history = monitors[0].history if monitors else []
+    return RunResult(state.run_dir, summary, state.rows, history, exit_status)
+
+
+def chief_callbacks(state):
+    """The callbacks that write the run folder's events; they run on the chief only."""
+    run_dir = state.run_dir
+    callbacks = [
+        keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+        BatchScalars(os.path.join(run_dir, "train"), state.settings.batch_log_every),
+    ]
+    if state.monitor_layers:
+        names = hidden_activation_names(state.model)
+        callbacks.append(
+            ActivationInputMonitor(
+                state.data.x_val[:PROBE_SIZE],
+                log_dir=os.path.join(run_dir, "train"),
+                layer_names=names[-1:] if state.monitor_layers == "last" else names,
+                every_n_steps=state.settings.shift_every,
+            )
+        )
+    return callbacks
+
+
+def train_variant(settings, data, variant, run_dir, extra_callbacks=(), monitor_layers="last",
+                  distribution=None):
+    """Trains one variant from scratch in `run_dir` (None: a worker that writes nothing)."""
+    distribution = distribution or distributed.default()
+    state = new_run(settings, data, variant, run_dir, distribution, extra_callbacks,
+                    monitor_layers)
+    return run(state)
+
+
+def resume(run_dir, data, extra_callbacks=(), monitor_layers="last", distribution=None,
+           writes=True):
+    """Continues `run_dir` from its last finished epoch (see `load_run`)."""
+    distribution = distribution or distributed.default()
+    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers)
+    return run(state)
+
+
+def mark_interrupted(run_dir):
+    """Records in summary.json that a run died without saying so (its process was killed).
+
+    Returns:
+        True if the run can be resumed (it has a finished epoch).
+    """
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        summary = None
+    if summary is not None and summary.get("status") == "running":
+        summary.update(status="interrupted", stopped_early="interrupted")
+        files.write_json(path, summary)
+    return os.path.isfile(os.path.join(run_dir, "checkpoint.json"))
 
 
 class BatchScalars(keras.callbacks.Callback):
@@ -169,47 +410,42 @@ class BatchScalars(keras.callbacks.Callback):
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Writes metrics.csv, summary.json and the checkpoint after each epoch; stops on NaN."""
+    """Keeps the epoch rows and summary; on the chief, writes metrics.csv, the
+    checkpoint and summary.json after each epoch (in that order, see above)."""
 
-    def __init__(self, run_dir, summary, rows, label):
+    def __init__(self, state):
         super().__init__()
-        self.run_dir = run_dir
-        self.summary = summary
-        self.rows = rows
-        self.label = label
-        self.stopped = None
+        self.state = state
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            self.stopped = "nan"
-            self.model.stop_training = True
-
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        state = self.state
         row = {
             "epoch": epoch + 1,
             **{key: float(logs.get(key, math.nan)) for key in METRIC_COLUMNS[1:5]},
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "seconds": time.perf_counter() - self._epoch_start,
         }
-        finite = all(math.isfinite(row[key]) for key in ("loss", "val_loss"))
-        if not finite:
-            self.stopped = "nan"
-            self.model.stop_training = True
-        self.rows.append(row)
-        _append_row(os.path.join(self.run_dir, "metrics.csv"), row)
-        if finite:  # a checkpoint of NaN weights would be useless to resume from
-            self.model.save(os.path.join(self.run_dir, "checkpoint.keras"))
-            _write_json(os.path.join(self.run_dir, "checkpoint.json"), {"epochs_done": epoch + 1})
-        self.summary.update(summarize(self.rows, self.summary["target_accuracy"]))
-        _write_json(os.path.join(self.run_dir, "summary.json"), self.summary)
+        state.rows.append(row)
+        state.summary.update(summarize(state.rows, state.summary["target_accuracy"]))
+        if not state.writes:
+            return
+        run_dir = state.run_dir
+        files.write_rows(os.path.join(run_dir, "metrics.csv"), state.rows, METRIC_COLUMNS)
+        if all(math.isfinite(row[key]) for key in ("loss", "val_loss")):
+            # A checkpoint of NaN weights would be useless to resume from.
+            digest = files.save_model(self.model, os.path.join(run_dir, CHECKPOINT))
+            files.write_json(
+                os.path.join(run_dir, "checkpoint.json"),
+                {"epochs_done": epoch + 1, "file": CHECKPOINT, "sha256": digest},
+            )
+        files.write_json(os.path.join(run_dir, "summary.json"), state.summary)
         print(
-            f"[{self.label}] epoch {row['epoch']:3d}/{self.params['epochs']}"
+            f"[{state.variant}] epoch {row['epoch']:3d}/{self.params['epochs']}"
             f"  loss {row['loss']:.4f}"
             f"  acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}"
             f"  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.2f}s",
@@ -233,97 +469,6 @@ def summarize(rows, target_accuracy):
     }
 
 
-def train_variant(args, data, variant, run_dir, extra_callbacks=(), monitor_layers="last"):
-    """Trains one variant from scratch in `run_dir` (see module docstring)."""
-    keras.utils.set_random_seed(args.seed)
-    model = build_compiled(args, data, variant)
-    settings = {key: value for key, value in vars(args).items() if key != "hidden_widths"}
-    settings.update(variant=variant, dataset=data.name, input_norm=data.input_norm)
-    _write_json(os.path.join(run_dir, "args.json"), settings)
-    summary = {
-        "variant": variant,
-        "dataset": data.name,
-        "run_dir": run_dir,
-        "target_accuracy": args.target_accuracy,
-        "hyperparameters": settings,
-        "status": "running",
-        "stopped_early": None,
-    }
-    _write_hparams(run_dir, settings, variant)
-    return _fit(args, data, model, run_dir, summary, [], 0, extra_callbacks, monitor_layers)
-
-
-def resume(run_dir, data, extra_callbacks=(), monitor_layers="last"):
-    """Continues `run_dir` from its last finished epoch (weights, moving stats, optimizer)."""
-    with open(os.path.join(run_dir, "args.json")) as f:
-        settings = json.load(f)
-    args = argparse.Namespace(**settings)
-    args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
-    with open(os.path.join(run_dir, "checkpoint.json")) as f:
-        epochs_done = json.load(f)["epochs_done"]
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    rows = _read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
-    # Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
-    _rewrite_rows(os.path.join(run_dir, "metrics.csv"), rows)
-    summary.update(status="running", stopped_early=None)
-    model = keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras"))
-    return _fit(
-        args, data, model, run_dir, summary, rows, epochs_done, extra_callbacks, monitor_layers
-    )
-
-
-def _fit(args, data, model, run_dir, summary, rows, first_epoch, extra_callbacks, monitor_layers):
-    recorder = RunRecorder(run_dir, summary, rows, label=summary["variant"])
-    tensorboard = keras.callbacks.TensorBoard(run_dir, histogram_freq=1)
-    callbacks = [tensorboard, BatchScalars(os.path.join(run_dir, "train"), args.batch_log_every)]
-    monitor = None
-    if monitor_layers:
-        names = hidden_activation_names(model)
-        monitor = ActivationInputMonitor(
-            data.x_val[:PROBE_SIZE],
-            log_dir=os.path.join(run_dir, "train"),
-            layer_names=names[-1:] if monitor_layers == "last" else names,
-            every_n_steps=args.shift_every,
-        )
-        callbacks.append(monitor)
-    callbacks += [recorder, *extra_callbacks]
-    if first_epoch < args.epochs:
-        batches = epoch_batches(
-            data.x_train, data.y_train, args.batch_size, args.seed, first_epoch, args.epochs
-        )
-        try:
-            model.fit(
-                batches,
-                epochs=args.epochs,
-                initial_epoch=first_epoch,
-                steps_per_epoch=math.ceil(len(data.x_train) / args.batch_size),
-                validation_data=(data.x_val, data.y_val),
-                callbacks=callbacks,
-                shuffle=False,  # epoch_batches fixes the order
-                verbose=0,
-            )
-        except KeyboardInterrupt:
-            recorder.stopped = "interrupted"
-            for callback in callbacks:  # close the event files fit left open
-                if callback is not recorder:
-                    callback.on_train_end()
-    summary.update(summarize(rows, args.target_accuracy))
-    summary["stopped_early"] = recorder.stopped
-    summary["status"] = recorder.stopped or "finished"
-    _write_json(os.path.join(run_dir, "summary.json"), summary)
-    if recorder.stopped == "nan":
-        print(f"[{summary['variant']}] loss became NaN; run stopped ({run_dir})", flush=True)
-    elif recorder.stopped == "interrupted":
-        print(
-            f"[{summary['variant']}] interrupted after {len(rows)} finished epochs; continue with"
-            f" python -m train.train --resume {run_dir}",
-            flush=True,
-        )
-    history = monitor.history if monitor else []
-    return RunResult(run_dir, summary, rows, history)
-
-
 def _write_hparams(run_dir, settings, variant):
     values = {key: settings[key] for key in HPARAM_KEYS if key in settings}
     values = {
@@ -336,27 +481,6 @@ def _write_hparams(run_dir, settings, variant):
 
 def _finite_or_none(value):
     return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _write_json(path, content):
-    with open(path, "w") as f:
-        json.dump(content, f, indent=2, allow_nan=False, default=str)
-        f.write("\n")
-
-
-def _append_row(path, row):
-    is_new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        if is_new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _rewrite_rows(path, rows):
-    os.remove(path)
-    for row in rows:
-        _append_row(path, row)
 
 
 def _read_rows(path):
