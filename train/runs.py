@@ -298,22 +298,33 @@ def run(state):
     callbacks = chief_callbacks(state) if state.writes else []
     recorder = RunRecorder(state)
     callbacks += [recorder, *state.extra_callbacks]
-    stopped = None
+    stopped = lost_worker = None
     with signals.StopRequest() as stop:
         if state.epochs_done < state.settings.epochs:
-            stopped = loop.fit(state.model, state.data, state.settings, state.distribution,
-                               callbacks, state.epochs_done, stop)
+            try:
+                stopped = loop.fit(state.model, state.data, state.settings, state.distribution,
+                                   callbacks, state.epochs_done, stop)
+            except tf.errors.OpError as error:
+                if state.distribution.workers == 1:
+                    raise
+                # A collective failed: another worker died or stopped answering
+                # (TensorFlow's health check aborts the all-reduce).
+                stopped, lost_worker = "interrupted", str(error).strip().splitlines()[0]
     summary = state.summary
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
     summary["status"] = stopped or "finished"
     exit_status = {None: 0, "nan": 1, "interrupted": stop.exit_status}[stopped]
+    if lost_worker:
+        exit_status = 1
     if state.writes:
         files.write_json(os.path.join(state.run_dir, "summary.json"), summary)
         if stopped == "nan":
             print(f"[{state.variant}] loss became NaN; run stopped ({state.run_dir})", flush=True)
         elif stopped == "interrupted":
             how = "stopped by SIGTERM" if exit_status == 143 else "interrupted"
+            if lost_worker:
+                how = f"stopped: the cluster lost a worker ({lost_worker[:200]})"
             print(
                 f"[{state.variant}] {how} after {state.epochs_done} finished epochs; continue"
                 f" with python -m train.train --resume {state.run_dir}",

@@ -6,7 +6,9 @@
 process trains nothing: it picks N free ports on 127.0.0.1, starts N copies of
 the same command, each with a TF_CONFIG naming the cluster and its own task
 (worker 0 is the chief: its output is shown and it writes the run folders),
-and waits for them.
+and waits for them. The workers' stderr goes to files; the chief's is shown
+once it ends well, and after a failure the one line quotes the failed
+worker's last message (a traceback would bury the line that matters).
 
 It stops them all, and leaves no process behind:
 - Ctrl-C or SIGTERM here is forwarded once to every worker; they stop together
@@ -74,7 +76,7 @@ def launch(module, settings, argv, prog, resume=None):
                         command,
                         env=env,
                         stdout=None if index == 0 else subprocess.DEVNULL,
-                        stderr=None if index == 0 else stderr,
+                        stderr=stderr,
                         start_new_session=True,
                         preexec_fn=_terminate_with_parent,
                     )
@@ -93,6 +95,8 @@ def launch(module, settings, argv, prog, resume=None):
                 process.wait()
     statuses = [process.returncode for process in processes]
     if failure is None and len(set(statuses)) == 1 and statuses[0] >= 0:
+        with open(os.path.join(log_dir, "worker-0.stderr")) as chief_stderr:
+            sys.stderr.write(chief_stderr.read())
         shutil.rmtree(log_dir, ignore_errors=True)
         return statuses[0]
     message = failure or _describe(statuses.index(max(statuses, key=abs)), processes, log_dir)
