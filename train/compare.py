@@ -48,7 +48,7 @@ def main(argv=None):
         if results[variant].summary["stopped_early"] == "interrupted":
             break
     if not distribution.is_chief:
-        return _status(results)
+        return distributed.leave(distribution, _status(results))
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
@@ -73,7 +73,7 @@ def main(argv=None):
         print("interrupted: the table shows the runs so far")
     print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return _status(results)
+    return distributed.leave(distribution, _status(results))
 
 
 def _status(results):

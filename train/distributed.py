@@ -37,6 +37,7 @@ import errno
 import json
 import os
 import socket
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -237,6 +238,21 @@ def parse_tf_config(text):
         )
     place = index if task["type"] == "chief" else len(chiefs) + index
     return Task(index=place, workers=len(addresses), address=addresses[place])
+
+
+def leave(distribution, status):
+    """Returns `status`; a multi-worker process instead exits with it right away.
+
+    MultiWorkerMirroredStrategy checks its peers from a thread that sleeps 30 s
+    between checks, and the strategy's destructor waits for that thread: a
+    finished worker would linger up to 30 s (10-12 s measured here). Every
+    file is closed by now, so the process exits without that wait.
+    """
+    if distribution.workers == 1:
+        return status
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def free_ports(count):

@@ -76,7 +76,7 @@ def main(argv=None):
             break
     status = interrupted.exit_status if interrupted else 0
     if not distribution.is_chief:
-        return status
+        return distributed.leave(distribution, status)
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     print()
@@ -91,7 +91,7 @@ def main(argv=None):
         print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
         print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return status
+    return distributed.leave(distribution, status)
 
 
 if __name__ == "__main__":

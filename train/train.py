@@ -88,7 +88,7 @@ def main(argv=None, extra_callbacks=()):
     )
     if result.run_dir:
         say(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
-    return result.exit_status
+    return distributed.leave(distribution, result.exit_status)
 
 
 def _silent(*args, **kwargs):
