@@ -192,3 +192,16 @@ def test_the_run_of_a_killed_worker_resumes(killed_worker, trained):
     assert _read(run_dir, "summary.json")["status"] == "finished"
     for a, b in zip(_weights(trained["workers"]), _weights(run_dir)):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_diff_runs_reports_the_equivalence(trained, capsys):
+    """The README's equivalence figures come from `python -m train.diff_runs`."""
+    from train import diff_runs
+
+    same = diff_runs.differences(trained["single"], trained["workers"])
+    assert same["epochs"] == EPOCHS
+    assert max(same[key] for key in diff_runs.METRICS) < RTOL and same["weights_rel"] < RTOL
+    apart = diff_runs.differences(trained["single"], trained["mirrored-no-sync"])
+    assert apart["loss"] > 100 * RTOL
+    assert diff_runs.main([trained["single"], trained["single"]]) == 0
+    assert "loss          0.0e+00" in capsys.readouterr().out
