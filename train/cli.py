@@ -257,9 +257,13 @@ def check_distribution(settings):
 def start_distribution(prog, settings):
     """Starts the strategy the settings name; a failure is one line and exit 2."""
     try:
-        return distributed.start(settings)
+        distribution = distributed.start(settings)
     except ValueError as error:
         fail(prog, error)
+    if not distribution.is_chief:
+        print(f"worker {distribution.worker} of {distribution.workers}: training; worker 0,"
+              " the chief, reports the progress and writes the run folder", flush=True)
+    return distribution
 
 
 def check_logdir(folder):

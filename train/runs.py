@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 import zipfile
 from typing import Optional
@@ -309,7 +310,7 @@ def run(state):
                     raise
                 # A collective failed: another worker died or stopped answering
                 # (TensorFlow's health check aborts the all-reduce).
-                stopped, lost_worker = "interrupted", str(error).strip().splitlines()[0]
+                stopped, lost_worker = "interrupted", _first_line(error)
     summary = state.summary
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
@@ -488,6 +489,12 @@ def _write_hparams(run_dir, settings, variant):
     values["variant"] = variant
     with tf.summary.create_file_writer(run_dir).as_default():
         hparams_api.hparams(values, trial_id=os.path.basename(run_dir))
+
+
+def _first_line(error):
+    """An OpError's message without TensorFlow's "{{function_node …}}" prefix."""
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", str(error).strip())
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _finite_or_none(value):
