@@ -168,7 +168,7 @@ def test_a_damaged_checkpoint_is_one_line(finished_run, tmp_path, capsys, damage
     assert message in err
 
 
-def test_a_failed_write_leaves_the_old_file(tmp_path):
+def test_a_killed_write_leaves_the_old_file_and_resume_clears_its_leftover(tmp_path):
     path = str(tmp_path / "summary.json")
     files.write_json(path, {"epochs_run": 1})
     with pytest.raises(RuntimeError):
@@ -177,4 +177,9 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
                 f.write('{"epochs_run": ')  # half a file, then the process "dies"
             raise RuntimeError("killed")
     assert json.load(open(path)) == {"epochs_run": 1}
+    assert os.listdir(tmp_path) == ["summary.json"]
+    # SIGKILL gives no chance to clean up: the temporary file stays until a resume.
+    leftover = tmp_path / ".checkpoint.keras.x1y2.partial.keras"
+    leftover.write_bytes(b"PK")
+    files.remove_leftovers(str(tmp_path))
     assert os.listdir(tmp_path) == ["summary.json"]

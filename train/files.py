@@ -10,19 +10,24 @@ Every write goes to a temporary file beside the target, is flushed to disk
 on POSIX file systems, so a process killed at any moment (SIGKILL, the OOM
 killer, the machine going down) leaves either the old file or the new one,
 never a truncated mix. The folder is fsynced too, so the rename itself
-survives a power cut.
+survives a power cut. A process killed during a write leaves its temporary
+file (`.<name>.<random>.partial…`); `remove_leftovers` clears them on resume.
 """
 
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import os
 import tempfile
 
 
+PARTIAL = ".partial"
+
+
 @contextlib.contextmanager
-def replacing(path, suffix=".tmp"):
+def replacing(path, suffix=""):
     """Yields the path of a temporary file beside `path`; on success renames it over `path`.
 
     Args:
@@ -31,7 +36,7 @@ def replacing(path, suffix=".tmp"):
     """
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=folder
+        prefix=f".{os.path.basename(path)}.", suffix=PARTIAL + suffix, dir=folder
     )
     os.close(descriptor)
     try:
@@ -72,6 +77,13 @@ def save_model(model, path):
         model.save(temporary)
         digest = sha256(temporary)
     return digest
+
+
+def remove_leftovers(folder):
+    """Deletes the temporary files of writes that a killed process never finished."""
+    for leftover in glob.glob(os.path.join(folder, f".*{PARTIAL}*")):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
 
 
 def sha256(path):

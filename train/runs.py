@@ -289,6 +289,7 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
     summary.setdefault("replicas", distribution.replicas)
     summary.setdefault("bn_sync", bool(settings.bn_sync))
     if writes:
+        files.remove_leftovers(run_dir)
         files.write_rows(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
     return RunState(settings, data, distribution, run_dir if writes else None, model, summary,
                     rows, tuple(extra_callbacks), monitor_layers)
