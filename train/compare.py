@@ -15,7 +15,7 @@ curves agree within 1e-3, and writes a PNG next to the run folders in
 import os
 import sys
 
-from train import cli, distributed, plots, report, runs, workers
+from train import cli, distributed, plots, report, run_folder, runs, workers
 from train.datasets import DatasetError
 from train.models import VARIANTS
 from train.train import load_data
@@ -33,13 +33,13 @@ def main(argv=None):
         return workers.launch("train.compare", args, argv, parser.prog)
     distribution = cli.start_distribution(parser.prog, args)
 
-    stamp = args.stamp or runs.timestamp()
+    stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or data.name
     results = {}
     for variant in VARIANTS:
         run_dir = None  # workers other than the chief write nothing
         if distribution.is_chief:
-            run_dir = runs.make_run_dir(
+            run_dir = run_folder.make_run_dir(
                 args.logdir, args.experiment, f"{run_name}-{variant}", stamp
             )
             print(f"--- {variant}: {run_dir}", flush=True)

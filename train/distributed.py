@@ -79,7 +79,7 @@ class Distribution:
         return self.strategy.scope()
 
     def split(self, x, y, index):
-        """This step's global batch `x[index]`, `y[index]` as per-replica slices (see above)."""
+        """This step's global batch `x[index]`, `y[index]`, cut into per-replica slices."""
         slices = np.array_split(np.asarray(index), self.replicas)
 
         def replica_slice(context):

@@ -12,7 +12,7 @@ next to the run folders in <logdir>/<experiment>/.
 import os
 import sys
 
-from train import cli, distributed, plots, report, runs, workers
+from train import cli, distributed, plots, report, run_folder, runs, workers
 from train.datasets import DatasetError
 from train.models import VARIANTS
 from train.train import load_data
@@ -52,7 +52,7 @@ def main(argv=None):
         return workers.launch("train.lr_sweep", args, argv, parser.prog)
     distribution = cli.start_distribution(parser.prog, args)
 
-    stamp = args.stamp or runs.timestamp()
+    stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or data.name
     results_by_lr = {}
     interrupted = None
@@ -62,7 +62,7 @@ def main(argv=None):
         for variant in variants:
             run_dir = None  # workers other than the chief write nothing
             if distribution.is_chief:
-                run_dir = runs.make_run_dir(
+                run_dir = run_folder.make_run_dir(
                     args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
                 )
                 print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)

@@ -1,41 +1,26 @@
-"""One training run: its folder, logs, checkpoint, resume, Ctrl-C/SIGTERM and NaN handling.
+"""One training run, from its start or its resume to its end.
 
-    from train import runs
-    run_dir = runs.make_run_dir("logs", "train", "digits-kbn")
+    from train import run_folder, runs
+    run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     result = runs.train_variant(args, data, "kbn", run_dir)
     result = runs.resume(run_dir, data)            # after Ctrl-C, SIGTERM or a crash
 
-A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
-    train/, validation/   TensorBoard events: epoch and batch scalars, weight
-                          histograms (BN's gamma, beta, moving mean/variance)
-    args.json             every setting of the run
-    metrics.csv           one row per finished epoch
-    summary.json          the outcome (rewritten after every epoch)
-    checkpoint.keras      model + optimizer state after the last finished epoch
-    checkpoint.json       which epoch that is, and the sha256 of checkpoint.keras
-
-Only the chief (worker 0) writes the folder; under a multi-worker strategy the
-other workers train the same steps and write nothing. Every file but the
-event files is replaced atomically (train/files.py), in the order metrics.csv,
-checkpoint.keras, checkpoint.json, summary.json: checkpoint.json names an
-epoch only once the model file it describes is complete, and metrics.csv
-always has that epoch's row. A run killed at any moment therefore resumes
-from its last finished epoch.
+A run's state is one `RunState`; `run(state)` trains it with the callbacks of
+`chief_callbacks` (TensorBoard events, batch scalars, the activation monitor:
+the chief's alone) and a `RunRecorder` (train/recording.py), under the
+strategy of `state.distribution`. Only the chief (worker 0) writes the run
+folder (train/run_folder.py); under a multi-worker strategy the other workers
+train the same steps and write nothing.
 """
 
 import argparse
-import csv
 import dataclasses
 import json
-import math
 import os
 import re
-import time
-import zipfile
 from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
@@ -43,17 +28,18 @@ from kbn.callbacks import ActivationInputMonitor
 from train import distributed, files, loop, signals
 from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
-
-METRIC_COLUMNS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
+from train.recording import METRIC_COLUMNS, BatchScalars, RunRecorder, summarize
+from train.run_folder import (
+    CHECKPOINT,
+    NOT_SETTINGS,
+    RunFolderError,
+    check_resumable,
+    read_rows,
+    read_settings,
 )
+
 PROBE_SIZE = 512
+
 # Hyperparameters shown in TensorBoard's HParams dashboard.
 HPARAM_KEYS = (
     "dataset",
@@ -74,16 +60,6 @@ HPARAM_KEYS = (
     "replicas",
     "bn_sync",
 )
-# Settings of runs saved before a setting existed: what those runs did.
-SETTING_DEFAULTS = {"strategy": "default", "devices": None, "workers": None, "bn_sync": False,
-                    "replicas": 1}
-# Command-line values that are not settings of the run.
-NOT_SETTINGS = ("hidden_widths", "stamp", "resume")
-CHECKPOINT = "checkpoint.keras"
-
-
-class RunFolderError(Exception):
-    """A run folder cannot be resumed; the message is one line for the user."""
 
 
 class RunResult:
@@ -137,23 +113,6 @@ class RunState:
         return self.run_dir is not None
 
 
-def timestamp():
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def make_run_dir(logdir, experiment, run_name, stamp=None):
-    """Creates a new run folder; never reuses one (a clash gets a -2, -3 … suffix)."""
-    base = os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}")
-    folder, attempt = base, 1
-    while True:
-        try:
-            os.makedirs(folder)
-            return folder
-        except FileExistsError:
-            attempt += 1
-            folder = f"{base}-{attempt}"
-
-
 def make_optimizer(name, lr, momentum):
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
@@ -187,50 +146,6 @@ def build_compiled(settings, data, variant):
     )
     model.optimizer.build(model.trainable_variables)
     return model
-
-
-def read_settings(run_dir):
-    """A run folder's settings (args.json), with `hidden_widths` parsed.
-
-    Raises:
-        RunFolderError: args.json is missing or unreadable.
-    """
-    try:
-        with open(os.path.join(run_dir, "args.json")) as f:
-            settings = {**SETTING_DEFAULTS, **json.load(f)}
-        settings["hidden_widths"] = tuple(int(width) for width in settings["hidden"].split(","))
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise RunFolderError(f"{run_dir}: cannot read args.json ({error})") from None
-    return argparse.Namespace(**settings)
-
-
-def check_resumable(run_dir):
-    """Makes sure `run_dir` has a complete checkpoint; returns the epochs it holds.
-
-    Raises:
-        RunFolderError: no finished epoch, or a damaged checkpoint (one line).
-    """
-    try:
-        with open(os.path.join(run_dir, "checkpoint.json")) as f:
-            checkpoint = json.load(f)
-        epochs_done = int(checkpoint["epochs_done"])
-    except FileNotFoundError:
-        raise RunFolderError(f"--resume {run_dir}: no finished epoch to resume from") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunFolderError(f"--resume {run_dir}: unreadable checkpoint.json ({error})") from None
-    path = os.path.join(run_dir, checkpoint.get("file", CHECKPOINT))
-    damaged = f"--resume {run_dir}: {os.path.basename(path)} (epoch {epochs_done}) is damaged"
-    if not os.path.isfile(path):
-        raise RunFolderError(f"--resume {run_dir}: {os.path.basename(path)} is missing")
-    if "sha256" in checkpoint and files.sha256(path) != checkpoint["sha256"]:
-        raise RunFolderError(f"{damaged}: its sha256 is not the one checkpoint.json recorded")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if archive.testzip() is not None:
-                raise zipfile.BadZipFile("a member fails its CRC check")
-    except (zipfile.BadZipFile, OSError) as error:
-        raise RunFolderError(f"{damaged} ({error}); it cannot be resumed") from None
-    return epochs_done
 
 
 def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
@@ -273,7 +188,7 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
     try:
         with open(os.path.join(run_dir, "summary.json")) as f:
             summary = json.load(f)
-        rows = _read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
+        rows = read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
     except (OSError, ValueError) as error:
         raise RunFolderError(
             f"--resume {run_dir}: unreadable summary or metrics ({error})"
@@ -374,114 +289,6 @@ def resume(run_dir, data, extra_callbacks=(), monitor_layers="last", distributio
     return run(state)
 
 
-def mark_interrupted(run_dir):
-    """Records in summary.json that a run died without saying so (its process was killed).
-
-    Returns:
-        True if the run can be resumed (it has a finished epoch).
-    """
-    path = os.path.join(run_dir, "summary.json")
-    try:
-        with open(path) as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
-        summary = None
-    if summary is not None and summary.get("status") == "running":
-        summary.update(status="interrupted", stopped_early="interrupted")
-        files.write_json(path, summary)
-    return os.path.isfile(os.path.join(run_dir, "checkpoint.json"))
-
-
-class BatchScalars(keras.callbacks.Callback):
-    """Logs the batch loss and accuracy every `every` steps, at the optimizer's step count.
-
-    Keras's TensorBoard callback can do this too (`update_freq=N`), but its
-    filter then also drops the epoch summaries of epochs that do not end on a
-    multiple of N, so batch scalars are written here instead.
-    """
-
-    def __init__(self, log_dir, every):
-        super().__init__()
-        self.log_dir = log_dir
-        self.every = every
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every == 0:
-            with self._writer.as_default(step=step):
-                for name, value in (logs or {}).items():
-                    tf.summary.scalar(f"batch_{name}", float(value))
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-class RunRecorder(keras.callbacks.Callback):
-    """Keeps the epoch rows and summary; on the chief, writes metrics.csv, the
-    checkpoint and summary.json after each epoch (in that order, see above)."""
-
-    def __init__(self, state):
-        super().__init__()
-        self.state = state
-        self._epoch_start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        state = self.state
-        row = {
-            "epoch": epoch + 1,
-            **{key: float(logs.get(key, math.nan)) for key in METRIC_COLUMNS[1:5]},
-            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            "seconds": time.perf_counter() - self._epoch_start,
-        }
-        state.rows.append(row)
-        state.summary.update(summarize(state.rows, state.summary["target_accuracy"]))
-        if not state.writes:
-            return
-        run_dir = state.run_dir
-        files.write_rows(os.path.join(run_dir, "metrics.csv"), state.rows, METRIC_COLUMNS)
-        if all(math.isfinite(row[key]) for key in ("loss", "val_loss")):
-            # A checkpoint of NaN weights would be useless to resume from.
-            digest = files.save_model(self.model, os.path.join(run_dir, CHECKPOINT))
-            files.write_json(
-                os.path.join(run_dir, "checkpoint.json"),
-                {"epochs_done": epoch + 1, "file": CHECKPOINT, "sha256": digest},
-            )
-        files.write_json(os.path.join(run_dir, "summary.json"), state.summary)
-        print(
-            f"[{state.variant}] epoch {row['epoch']:3d}/{self.params['epochs']}"
-            f"  loss {row['loss']:.4f}"
-            f"  acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}"
-            f"  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.2f}s",
-            flush=True,
-        )
-
-
-def summarize(rows, target_accuracy):
-    """The summary numbers of a run from its epoch rows."""
-    reached = [row["epoch"] for row in rows if row["val_accuracy"] >= target_accuracy]
-    accuracies = [row["val_accuracy"] for row in rows if math.isfinite(row["val_accuracy"])]
-    last = rows[-1] if rows else {}
-    return {
-        "epochs_run": len(rows),
-        "epochs_to_target": reached[0] if reached else None,
-        "best_val_accuracy": max(accuracies) if accuracies else None,
-        "final_val_accuracy": _finite_or_none(last.get("val_accuracy")),
-        "final_val_loss": _finite_or_none(last.get("val_loss")),
-        # The median leaves out the first epoch's one-off graph tracing.
-        "seconds_per_epoch": float(np.median([row["seconds"] for row in rows])) if rows else None,
-    }
-
-
 def _write_hparams(run_dir, settings, variant):
     values = {key: settings[key] for key in HPARAM_KEYS if key in settings}
     values = {
@@ -496,15 +303,3 @@ def _first_line(error):
     """An OpError's message without TensorFlow's "{{function_node …}}" prefix."""
     text = re.sub(r"^\{\{[^}]*\}\}\s*", "", str(error).strip())
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def _finite_or_none(value):
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _read_rows(path):
-    with open(path, newline="") as f:
-        return [
-            {key: int(v) if key == "epoch" else float(v) for key, v in row.items()}
-            for row in csv.DictReader(f)
-        ]

@@ -18,7 +18,7 @@ Ctrl-C, 143 after SIGTERM.
 import os
 import sys
 
-from train import cli, distributed, runs, workers
+from train import cli, distributed, run_folder, runs, workers
 from train.datasets import DatasetError, load_dataset
 
 
@@ -53,11 +53,11 @@ def main(argv=None, extra_callbacks=()):
     settings = args
     try:
         if args.resume:
-            runs.check_resumable(args.resume)
-            settings = runs.read_settings(args.resume)
+            run_folder.check_resumable(args.resume)
+            settings = run_folder.read_settings(args.resume)
             cli.check_distribution(settings)
         data = load_data(settings)
-    except (runs.RunFolderError, cli.UsageError, DatasetError) as error:
+    except (run_folder.RunFolderError, cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(settings):
         return workers.launch("train.train", settings, argv, parser.prog, resume=args.resume)
@@ -73,11 +73,13 @@ def main(argv=None, extra_callbacks=()):
             run_dir = None
             if distribution.is_chief:
                 run_name = args.run_name or f"{data.name}-{args.bn}"
-                run_dir = runs.make_run_dir(args.logdir, args.experiment, run_name, args.stamp)
+                run_dir = run_folder.make_run_dir(
+                    args.logdir, args.experiment, run_name, args.stamp
+                )
                 print(f"run folder: {run_dir}", flush=True)
             result = runs.train_variant(args, data, args.bn, run_dir, extra_callbacks,
                                         distribution=distribution)
-    except runs.RunFolderError as error:
+    except run_folder.RunFolderError as error:
         cli.fail(parser.prog, error)
 
     summary = result.summary

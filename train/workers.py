@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from train import distributed, runs, signals
+from train import distributed, run_folder, signals
 
 # A normal end: after the first worker exits, the chief may still write its
 # summary, table and plot (matplotlib's first figure takes ~2 s here).
@@ -61,7 +61,7 @@ def launch(module, settings, argv, prog, resume=None):
     count = settings.workers
     ports = distributed.free_ports(count)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    stamp = runs.timestamp()
+    stamp = run_folder.timestamp()
     command = [sys.executable, "-m", module, *argv, "--stamp", stamp]
     log_dir = tempfile.mkdtemp(prefix="kbn-workers-")
     processes, stop, failure = [], signals.StopRequest(), None
@@ -103,7 +103,7 @@ def launch(module, settings, argv, prog, resume=None):
     folders = [resume] if resume else glob.glob(
         os.path.join(settings.logdir, settings.experiment, f"{stamp}-*")
     )
-    resumable = [folder for folder in sorted(folders) if runs.mark_interrupted(folder)]
+    resumable = [folder for folder in sorted(folders) if run_folder.mark_interrupted(folder)]
     if resumable:
         message += "; continue with " + " or ".join(
             f"python -m train.train --resume {folder}" for folder in resumable
