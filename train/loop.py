@@ -142,13 +142,13 @@ class _Steps:
                     loss += tf.add_n(model.losses) / distribution.replicas
             gradients = tape.gradient(loss, model.trainable_variables)
             model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            # identity: a value of its own on each replica, so that it can be summed
-            return tf.reduce_sum(losses), _correct(y, probabilities), tf.identity(stop_flag)
+            # One vector: across workers every reduction is a network round trip.
+            return tf.stack([tf.reduce_sum(losses), _correct(y, probabilities), stop_flag])
 
         def test_replica(x, y):
             probabilities = model(x, training=False)
             losses = keras.losses.sparse_categorical_crossentropy(y, probabilities)
-            return tf.reduce_sum(losses), _correct(y, probabilities)
+            return tf.stack([tf.reduce_sum(losses), _correct(y, probabilities)])
 
         # The last batch of an epoch is shorter: retrace once, not per shape.
         self._train = tf.function(
@@ -167,14 +167,14 @@ class _Steps:
         outputs = self._train(
             batch, tf.constant(len(index), tf.float32), tf.constant(float(stop_requested))
         )
-        return tuple(float(value) for value in outputs)
+        return tuple(float(value) for value in outputs.numpy())
 
     def evaluate(self, x, y, batch_size):
         """Mean loss and accuracy over (x, y) in inference mode."""
         loss_sum = correct = 0.0
         for start in range(0, len(x), batch_size):
             index = np.arange(start, min(start + batch_size, len(x)))
-            step_loss, step_correct = self._test(self.distribution.split(x, y, index))
+            step_loss, step_correct = self._test(self.distribution.split(x, y, index)).numpy()
             loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
         return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
 
