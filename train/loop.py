@@ -91,12 +91,10 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
             logs.update({f"val_{name}": value for name, value in validation.items()})
             callbacks.on_epoch_end(epoch, logs)
             interrupted, asked = distribution.any_worker(stop.requested, model.stop_training)
-            if stopped:
+            if stopped or asked:
                 break
-            if interrupted:
+            if interrupted and epoch + 1 < settings.epochs:  # the last epoch ends the run anyway
                 stopped = "interrupted"
-                break
-            if asked:
                 break
     except KeyboardInterrupt:
         stop.interrupt()
