@@ -205,3 +205,24 @@ def test_diff_runs_reports_the_equivalence(trained, capsys):
     assert apart["loss"] > 100 * RTOL
     assert diff_runs.main([trained["single"], trained["single"]]) == 0
     assert "loss          0.0e+00" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_every_worker_after_the_same_step(tmp_path):
+    """SIGINT to the launcher is passed on once; the workers agree on the step to stop
+    after (a stop vote in the step's all-reduce), the chief says how to resume."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "train.train", *TINY, *STRATEGIES["workers"], "--epochs", "50",
+         "--logdir", str(tmp_path)],
+        cwd=REPO, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = _lines_until(launcher, "epoch   1/50", timeout=180)
+    pids = [int(pid) for pid in lines[0].split("pids ")[1].split(")")[0].split(", ")]
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=60)
+    run_dir = _only_run(str(tmp_path))
+    summary = _read(run_dir, "summary.json")
+    assert launcher.returncode == 130, err[-2000:]
+    assert err == ""
+    assert summary["status"] == "interrupted" and summary["epochs_run"] < 50
+    assert f"interrupted after {summary['epochs_run']} finished epochs; continue with" \
+           f" python -m train.train --resume {run_dir}" in out
+    assert not any(_alive(pid) for pid in pids)
