@@ -116,7 +116,12 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     optimization.add_argument(
         "--momentum", type=float, default=0.0, help="SGD momentum (not BN's)" + show
     )
-    optimization.add_argument("--batch-size", type=int, default=60, help=show.strip())
+    optimization.add_argument(
+        "--batch-size",
+        type=int,
+        default=60,
+        help="the global batch: all replicas together, under any --strategy" + show,
+    )
     optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
     optimization.add_argument(
         "--seed",
