@@ -9,6 +9,7 @@ import os
 
 import matplotlib
 
+from train import files
 from train.models import VARIANTS
 
 matplotlib.use("Agg")  # files only; no display needed
@@ -51,8 +52,7 @@ def plot_comparison(results, path, target_accuracy):
     shift_plain.set_ylim(low, high)
     shift_bn.set_ylim(low, high)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_sweep(results_by_lr, variants, path, target_accuracy):
@@ -84,7 +84,13 @@ def plot_sweep(results_by_lr, variants, path, target_accuracy):
     for axis in (best, speed):
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    _save(figure, path)
+
+
+def _save(figure, path):
+    """Writes the PNG atomically (train/files.py) and frees the figure."""
+    with files.replacing(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=90)
     plt.close(figure)
 
 
