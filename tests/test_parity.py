@@ -11,6 +11,7 @@ Each case runs three training (or inference) steps in a row, with SGD on γ and
 β between steps, so errors in the moving update or the gradients would compound.
 """
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -142,10 +143,15 @@ def test_large_offset_inputs(shape, axis):
     # ~1e-3). Outputs are held to ten such spacings; dγ = Σ dy·x̂ adds up to 256
     # of them per channel.
     loose = {"y": 1e-2, "dx": 1e-2, "dgamma": 0.25, "dbeta": ATOL}
-    for name in got:
-        close(got[name], want[name], f"{name} vs Keras", atol=loose[name])
-    for name, value in weights_by_name(keras_layer).items():
-        close(weights_by_name(kbn_layer)[name], value, f"{name} vs Keras")
+    if keras.backend.backend() == "torch":
+        # Keras's torch backend takes E[x²] − E[x]² here, which cancels to a
+        # negative variance and NaN outputs: only the reference judges kbn.
+        assert not np.all(np.isfinite(want["y"]))
+    else:
+        for name in got:
+            close(got[name], want[name], f"{name} vs Keras", atol=loose[name])
+        for name, value in weights_by_name(keras_layer).items():
+            close(weights_by_name(kbn_layer)[name], value, f"{name} vs Keras")
     # The statistics are where the variance formula shows: 1e-5 against float64.
     mean, variance = ref.batch_moments(x, axis)
     after = weights_by_name(kbn_layer)
@@ -257,6 +263,6 @@ def test_batch_renormalization_with_a_mask(training):
     if training:  # the mask really changes the output, so an ignored mask would show
         x = normal_input(rng, shape)
         weights = kbn_layer.get_weights()
-        masked = np.asarray(kbn_layer(x, training=True, mask=mask))
+        masked = ops.convert_to_numpy(kbn_layer(x, training=True, mask=mask))
         kbn_layer.set_weights(weights)  # the same renorm statistics for the second call
-        assert not np.allclose(masked, kbn_layer(x, training=True), atol=1e-3)
+        assert not np.allclose(masked, ops.convert_to_numpy(kbn_layer(x, training=True)), atol=1e-3)
