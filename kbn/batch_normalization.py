@@ -96,7 +96,12 @@ class BatchNormalization(keras.layers.Layer):
     batch still shows the NaN, so the problem stays visible, but inference is
     not broken for good, as it is in Keras, where one such batch poisons the
     moving mean and variance forever. Channels that a mask leaves without any
-    entry are skipped the same way.
+    entry are skipped the same way. `layer.skipped_updates` (an int32
+    variable, 0 after build; read it with `keras.ops.convert_to_numpy`) counts
+    the channel updates skipped so far: one per channel per skipping batch.
+    It is in `layer.variables` but not in `layer.weights`, so `get_weights`,
+    `set_weights` and saved files are those of Keras's layer (a loaded model
+    counts from 0).
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class BatchNormalization(keras.layers.Layer):
         self.moving_mean = None
         self.moving_variance = None
         self._reduction_axes = None
+        self.skipped_updates = None
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -203,6 +209,18 @@ class BatchNormalization(keras.layers.Layer):
 
             moments_fn = functools.partial(moments_fn, all_reduce_sum=_distributed.replica_sum)
         self._moments_fn = moments_fn
+        # NaN safety's tally of skipped channel updates. Not a weight (get_weights
+        # stays Keras's list, files stay loadable both ways): set past the tracker,
+        # and handed out by `variables`, so JAX's stateless steps carry it too.
+        object.__setattr__(self, "skipped_updates", keras.Variable(
+            0, shape=(), dtype="int32", trainable=False, name="skipped_updates",
+            aggregation="only_first_replica",
+        ))
+
+    @property
+    def variables(self):
+        counter = [] if self.skipped_updates is None else [self.skipped_updates]
+        return super().variables + counter
 
     def _add_float32_weight(self, name, shape, initializer, trainable, regularizer=None,
                             constraint=None):
@@ -245,6 +263,7 @@ class BatchNormalization(keras.layers.Layer):
         if self.renorm:
             mean, variance, count = self._moments_fn(x, self._reduction_axes, mask)
             valid = _generic.is_valid(variance, count=count)
+            self._count_skipped(valid)
             r, d = _generic.renorm_correction(
                 mean, variance, ops.cast(self.renorm_mean, x.dtype),
                 ops.cast(self.renorm_stddev, x.dtype), self.epsilon, self.renorm_clipping,
@@ -265,6 +284,7 @@ class BatchNormalization(keras.layers.Layer):
             moments_fn=self._moments_fn,
         )
         valid = _generic.is_valid(variance, count=count)
+        self._count_skipped(valid)
         self._move(self.moving_mean, mean, self.momentum, valid)
         self._move(self.moving_variance, variance, self.momentum, valid)
         return outputs
@@ -298,6 +318,9 @@ class BatchNormalization(keras.layers.Layer):
                              synchronized=self.synchronized, renorm=self.renorm):
             return _generic
         return fast.always_fused if path == "fast" else fast
+
+    def _count_skipped(self, valid):
+        self.skipped_updates.assign_add(ops.sum(ops.cast(ops.logical_not(valid), "int32")))
 
     def _move(self, variable, batch_value, momentum, valid):
         moving = ops.convert_to_tensor(variable)  # one read of the variable, used twice
