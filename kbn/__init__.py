@@ -9,6 +9,8 @@
 __version__ = "0.1.0"
 
 from kbn.batch_normalization import BatchNormalization  # noqa: E402
+from kbn.convert import convert  # noqa: E402
+from kbn.fold import fold_batchnorm  # noqa: E402
 from kbn.recalibrate import recalibrate  # noqa: E402
 
-__all__ = ["BatchNormalization", "recalibrate", "__version__"]
+__all__ = ["BatchNormalization", "convert", "fold_batchnorm", "recalibrate", "__version__"]
