@@ -222,8 +222,9 @@ class _momentum_zero:
             layer.momentum = 0.0
             if getattr(layer, "renorm", False):
                 layer.renorm_momentum = 1.0
-            layer.moving_mean.assign(keras.ops.zeros_like(layer.moving_mean))
-            layer.moving_variance.assign(keras.ops.ones_like(layer.moving_variance))
+            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, layer.moving_mean.dtype))
+            layer.moving_variance.assign(
+                np.ones(layer.moving_variance.shape, layer.moving_variance.dtype))
         return self
 
     def __exit__(self, *exc_info):
