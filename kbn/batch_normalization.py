@@ -336,7 +336,9 @@ class BatchNormalization(keras.layers.Layer):
         # Inference reads moving_variance: derive it from the moving stddev
         # (relu: rounding may take σ² − ε a hair below zero).
         derived = ops.relu(ops.square(self.moving_stddev) - self.epsilon)
-        self.moving_variance.assign(ops.where(valid, derived, self.moving_variance))
+        # convert_to_tensor: jnp.where refuses a Variable (JAX renorm training failed).
+        kept = ops.convert_to_tensor(self.moving_variance)
+        self.moving_variance.assign(ops.where(valid, derived, kept))
 
     def get_config(self):
         config = {

@@ -55,7 +55,12 @@ def test_to_kbn_and_back():
     back = kbn.convert(converted, to="keras")
     assert _classes(back) == [L.BatchNormalization] * 3
     np.testing.assert_allclose(back.predict(X, verbose=0), expected, rtol=1e-5, atol=1e-6)
-    # Training mode too: the layers compute the same batch statistics.
+
+
+def test_training_mode_outputs_match():
+    """The same batch statistics, renorm corrections included."""
+    model = keras_model()
+    converted = kbn.convert(model)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(converted(X, training=True)),
                                keras.ops.convert_to_numpy(model(X, training=True)),
                                rtol=1e-5, atol=1e-5)
