@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# PyTorch gets its own environment: its wheel (CUDA libraries included, ~5.7 GB)
+# is installed only by the targets that need it.
+TORCH_VENV := .venv-torch
+TORCH_BIN := $(TORCH_VENV)/bin
+TORCH_STAMP := $(TORCH_VENV)/.installed
 
-.PHONY: run test tensorboard bench lint clean
+.PHONY: run test test-torch tensorboard bench lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,20 +18,30 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TORCH_STAMP): setup.cfg pyproject.toml
+	test -x $(TORCH_BIN)/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(TORCH_BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $(TORCH_STAMP)
+
 run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digits data
 	$(BIN)/python -m train.compare
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP)  ## the whole suite on TensorFlow, then the backend-neutral suites on JAX
 	$(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m all_backends
+
+test-torch: $(TORCH_STAMP)  ## the backend-neutral tests on Keras's PyTorch backend
+	KERAS_BACKEND=torch $(TORCH_BIN)/python -m pytest -m all_backends
 
 tensorboard: $(STAMP)  ## serve logs/ on 127.0.0.1
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1
 
 bench: $(STAMP)  ## kbn vs Keras speed benchmark
-	$(BIN)/python -m benchmarks.layer
+	$(BIN)/python -m benchmarks.suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check kbn tests train benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TORCH_VENV) build dist *.egg-info .pytest_cache .ruff_cache

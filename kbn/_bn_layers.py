@@ -48,9 +48,6 @@ def not_recalibratable(layer):
         return "not built (call the model once first)"
     if not has_moving_statistics(layer):
         return "keeps no moving statistics (track_moving_statistics=False)"
-    if getattr(layer, "virtual_batch_size", None):
-        return ("uses virtual_batch_size: its statistics are those of sub-batches, "
-                "whose Algorithm 2 average is not defined here")
     if not layer.trainable:
         return "frozen (trainable=False): it normalizes with its moving statistics in training too"
     return None

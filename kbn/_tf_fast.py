@@ -7,8 +7,8 @@ passes, so it does the same math with less memory traffic.
 
 It serves a float32 input whose channel axis is the last one, of any rank >= 2
 (reshaped to the 4-D NHWC layout the kernel wants; the reshape is free), when
-there is no mask, no cross-replica synchronization and no renorm. `supports`
-says when; everything else stays on `_generic`. Within what it serves,
+there is no mask and no cross-replica synchronization (renorm and ghost
+batches never reach a kernel module). `supports` says when; everything else stays on `_generic`. Within what it serves,
 `train_forward` / `infer_forward` (with `_generic`'s signatures and numbers)
 pick by what the benchmark measured fastest:
 
@@ -65,17 +65,16 @@ MAX_MATMUL_CHANNELS = 256
 MIN_ROWS_PER_CHANNEL = 32
 
 
-def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False):
+def supports(x, training, mask, axes, epsilon, synchronized=False):
     """Whether this module computes the same numbers as `_generic` for this call.
 
     Args:
         x: the (already upcast) input tensor.
         training: True for training mode.
         mask: the mask the layer would pass on, or None.
-        axis: the non-negative channel axis.
+        axes: the non-negative channel axes.
         epsilon: the layer's epsilon.
         synchronized: the layer's `synchronized` (global-batch statistics).
-        renorm: the layer's `renorm`.
 
     Returns:
         True when `train_forward` (if `training`) or `infer_forward` of this
@@ -86,11 +85,11 @@ def supports(x, training, mask, axis, epsilon, synchronized=False, renorm=False)
         keras.backend.backend() == "tensorflow"
         and x.dtype == tf.float32
         and rank >= 2
-        and axis == rank - 1
+        and tuple(axes) == (rank - 1,)
         and x.shape[-1] is not None
         and epsilon >= _MIN_EPSILON
         and mask is None
-        and not (training and (synchronized or renorm))
+        and not (training and synchronized)
     )
 
 
@@ -139,12 +138,12 @@ def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS, max_elements=No
     return tf.cond((size >= min_elements) & (size <= max_elements), fused, generic)
 
 
-def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_fn=None):
+def train_forward(x, gamma, beta, epsilon, axes, reduction_axes, mask, moments_fn=None):
     """Training-mode forward pass (see `supports`): the fused kernel for large
     tensors; inside XLA, statistics by matrix products where that pays."""
     if _in_xla_function():
         def generic():
-            return _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None)
+            return _generic.train_forward(x, gamma, beta, epsilon, axes, reduction_axes, None)
 
         channels = x.shape[-1]
         if channels > MAX_MATMUL_CHANNELS:
@@ -155,24 +154,24 @@ def train_forward(x, gamma, beta, epsilon, axis, reduction_axes, mask, moments_f
     return _by_size(
         x,
         lambda: fused_train_forward(x, gamma, beta, epsilon),
-        lambda: _generic.train_forward(x, gamma, beta, epsilon, axis, reduction_axes, None),
+        lambda: _generic.train_forward(x, gamma, beta, epsilon, axes, reduction_axes, None),
     )
 
 
-def infer_forward(x, mean, variance, gamma, beta, epsilon, axis):
+def infer_forward(x, mean, variance, gamma, beta, epsilon, axes):
     """Inference-mode forward pass: the fused kernel for large tensors outside
     XLA (inside, XLA fuses the generic elementwise math on its own)."""
     if _in_xla_function():
-        return _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axis)
+        return _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axes)
     return _by_size(
         x,
         lambda: fused_infer_forward(x, mean, variance, gamma, beta, epsilon),
-        lambda: _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axis),
+        lambda: _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axes),
         min_elements=MIN_FUSED_INFER_ELEMENTS, max_elements=MAX_FUSED_INFER_ELEMENTS,
     )
 
 
-def fused_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None, mask=None,
+def fused_train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None, mask=None,
                         moments_fn=None):
     """Training-mode forward pass in the fused kernel, whatever the size.
 
@@ -197,7 +196,7 @@ def fused_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None,
     return outputs, result.batch_mean, variance, None
 
 
-def matmul_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None, mask=None,
+def matmul_train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None, mask=None,
                          moments_fn=None):
     """Training-mode forward pass with the per-channel sums as matrix products.
 
@@ -212,11 +211,11 @@ def matmul_train_forward(x, gamma, beta, epsilon, axis=None, reduction_axes=None
     mean = tf.matmul(ones, rows)[0] / m
     squares = tf.square(rows - tf.stop_gradient(mean))  # see `_generic.moments` on the gradient
     variance = tf.matmul(ones, squares)[0] / m
-    outputs = _generic.normalize(x, mean, variance, gamma, beta, epsilon, len(x.shape) - 1)
+    outputs = _generic.normalize(x, mean, variance, gamma, beta, epsilon, (len(x.shape) - 1,))
     return outputs, mean, variance, None
 
 
-def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axis=None):
+def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
     """Inference-mode forward pass in the fused kernel, whatever the size."""
     scale, offset = _scale_and_offset(gamma, beta, x.shape[-1])
     result = tf.raw_ops.FusedBatchNormV3(

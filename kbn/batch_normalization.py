@@ -2,17 +2,21 @@
 
 import functools
 import importlib
-import math
-import numbers
 import os
 
 import keras
 from keras import constraints, initializers, ops, regularizers
 
+from kbn import _arguments as args
 from kbn import _generic
 
-_RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 _KERNEL_PATHS = ("auto", "fast", "generic")
+# kbn's options beyond Keras 3's, with their defaults (see `get_config`).
+_KBN_OPTIONS = {
+    "virtual_batch_size": None,
+    "unbiased_moving_variance": False,
+    "track_moving_statistics": True,
+}
 # The fast path of each backend that has one (module names, imported on first use).
 _FAST_MODULES = {"tensorflow": "kbn._tf_fast", "torch": "kbn._torch_fast"}
 
@@ -123,14 +127,17 @@ class BatchNormalization(keras.layers.Layer):
         renorm_clipping=None,
         renorm_momentum=0.99,
         synchronized=False,
+        virtual_batch_size=None,
+        unbiased_moving_variance=False,
+        track_moving_statistics=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = _check_int("axis", axis)
-        self.momentum = _check_fraction("momentum", momentum)
-        self.epsilon = _check_positive("epsilon", epsilon)
-        self.center = _check_bool("center", center)
-        self.scale = _check_bool("scale", scale)
+        self.axis = args.check_axis(axis)
+        self.momentum = args.check_momentum(momentum)
+        self.epsilon = args.check_positive("epsilon", epsilon)
+        self.center = args.check_bool("center", center)
+        self.scale = args.check_bool("scale", scale)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -139,40 +146,45 @@ class BatchNormalization(keras.layers.Layer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
-        self.renorm = _check_bool("renorm", renorm)
-        self.renorm_clipping = _check_renorm_clipping(renorm_clipping, self.renorm)
-        self.renorm_momentum = _check_fraction("renorm_momentum", renorm_momentum)
-        self.synchronized = _check_bool("synchronized", synchronized)
+        self.renorm = args.check_bool("renorm", renorm)
+        self.renorm_clipping = args.check_renorm_clipping(renorm_clipping, self.renorm)
+        self.renorm_momentum = args.check_fraction("renorm_momentum", renorm_momentum)
+        self.synchronized = args.check_bool("synchronized", synchronized)
+        self.virtual_batch_size = args.check_virtual_batch_size(virtual_batch_size)
+        self.unbiased_moving_variance = args.check_bool(
+            "unbiased_moving_variance", unbiased_moving_variance
+        )
+        self.track_moving_statistics = args.check_bool(
+            "track_moving_statistics", track_moving_statistics
+        )
         if self.synchronized and keras.backend.backend() != "tensorflow":
             raise ValueError(
                 "synchronized=True needs the TensorFlow backend (cross-replica "
                 f"statistics use tf.distribute); the backend is "
                 f"{keras.backend.backend()!r}. Received: synchronized=True"
             )
+        args.check_combinations(self)
         self.supports_masking = True
         self.gamma = None
         self.beta = None
         self.moving_mean = None
         self.moving_variance = None
+        self.num_batches_tracked = None
+        self._axes = None
         self._reduction_axes = None
         self.skipped_updates = None
 
     def build(self, input_shape):
         rank = len(input_shape)
-        if not -rank <= self.axis < rank:
-            raise ValueError(
-                f"axis={self.axis} is out of range for inputs of rank {rank} "
-                f"(shape {tuple(input_shape)}); use an axis in [{-rank}, {rank - 1}]."
-            )
-        channels = input_shape[self.axis]
-        if channels is None:
+        # The config keeps `axis` as given (like Keras); the math uses the
+        # non-negative axes in input order.
+        self._axes = args.resolve_axes(self.axis, rank, self.virtual_batch_size)
+        shape = tuple(input_shape[axis] for axis in self._axes)
+        if None in shape:
             raise ValueError(
                 f"The normalized axis (axis={self.axis}) of the inputs must have a "
                 f"known size; received input shape {tuple(input_shape)}."
             )
-        # The config keeps `axis` as given (like Keras); the math uses it non-negative.
-        self._channel_axis = self.axis % rank
-        shape = (channels,)
         if self.scale:
             self.gamma = self._add_float32_weight(
                 "gamma", shape, self.gamma_initializer, True,
@@ -183,12 +195,13 @@ class BatchNormalization(keras.layers.Layer):
                 "beta", shape, self.beta_initializer, True,
                 self.beta_regularizer, self.beta_constraint,
             )
-        self.moving_mean = self._add_float32_weight(
-            "moving_mean", shape, self.moving_mean_initializer, False
-        )
-        self.moving_variance = self._add_float32_weight(
-            "moving_variance", shape, self.moving_variance_initializer, False
-        )
+        if self.track_moving_statistics:
+            self.moving_mean = self._add_float32_weight(
+                "moving_mean", shape, self.moving_mean_initializer, False
+            )
+            self.moving_variance = self._add_float32_weight(
+                "moving_variance", shape, self.moving_variance_initializer, False
+            )
         if self.renorm:
             # Renorm tracks standard deviations, started at sqrt(initial variance).
             stddev_initializer = _sqrt_of(self.moving_variance_initializer)
@@ -201,8 +214,14 @@ class BatchNormalization(keras.layers.Layer):
             self.renorm_stddev = self._add_float32_weight(
                 "renorm_stddev", shape, stddev_initializer, False
             )
-        self.input_spec = keras.layers.InputSpec(ndim=rank, axes={self.axis: channels})
-        self._reduction_axes = [i for i in range(rank) if i != self._channel_axis]
+        if self.momentum is None and self.track_moving_statistics:
+            # The cumulative average's n, per entry: a batch that NaN safety
+            # skips for an entry is not counted for it.
+            self.num_batches_tracked = self._add_float32_weight(
+                "num_batches_tracked", shape, "zeros", False
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=rank, axes=dict(zip(self._axes, shape)))
+        self._reduction_axes = [i for i in range(rank) if i not in self._axes]
         moments_fn = _generic.moments
         if self.synchronized:
             from kbn import _distributed
@@ -246,48 +265,110 @@ class BatchNormalization(keras.layers.Layer):
         x = ops.cast(inputs, dtype)
         gamma = None if self.gamma is None else ops.cast(self.gamma, dtype)
         beta = None if self.beta is None else ops.cast(self.beta, dtype)
+        if mask is not None:
+            mask = ops.expand_dims(ops.cast(mask, "bool"), -1)
 
         if training and self.trainable:
-            if mask is not None:
-                mask = ops.expand_dims(ops.cast(mask, "bool"), -1)
             outputs = self._train(x, gamma, beta, mask)
+        elif not self.track_moving_statistics:
+            # No moving statistics to use: inference normalizes with the batch's own.
+            outputs, _, _, _ = self._kernel(x, training=True, mask=mask).train_forward(
+                x, gamma, beta, self.epsilon, self._axes, self._reduction_axes, mask,
+                moments_fn=self._moments_fn,
+            )
         else:
             outputs = self._kernel(x, training=False, mask=None).infer_forward(
                 x, ops.cast(self.moving_mean, dtype), ops.cast(self.moving_variance, dtype),
-                gamma, beta, self.epsilon, self._channel_axis,
+                gamma, beta, self.epsilon, self._axes,
             )
         return ops.cast(outputs, self.compute_dtype)
 
     def _train(self, x, gamma, beta, mask):
         """Training mode: normalize with batch statistics, update the moving ones."""
-        if self.renorm:
-            mean, variance, count = self._moments_fn(x, self._reduction_axes, mask)
-            valid = _generic.is_valid(variance, count=count)
-            self._count_skipped(valid)
-            r, d = _generic.renorm_correction(
-                mean, variance, ops.cast(self.renorm_mean, x.dtype),
-                ops.cast(self.renorm_stddev, x.dtype), self.epsilon, self.renorm_clipping,
+        x = self._check_training_batch(x)
+        outputs, mean, variance, count = self._train_forward(x, gamma, beta, mask)
+        if self.track_moving_statistics:
+            self._update_moving_statistics(x, mean, variance, count)
+        return outputs
+
+    def _train_forward(self, x, gamma, beta, mask):
+        """`(outputs, mean, variance, count)` of a training step, from the function
+        that holds the math of the layer's options (see `_generic`)."""
+        correction = self._renorm_scale_and_offset if self.renorm else None
+        if self.virtual_batch_size is not None:
+            return _generic.ghost_train_forward(
+                x, gamma, beta, self.epsilon, self._axes, mask, self.virtual_batch_size,
+                moments_fn=self._moments_fn, correction=correction,
+                unbiased=self.unbiased_moving_variance,
             )
-            # (x̂·r + d)·γ + β = x̂·(r·γ) + (d·γ + β)
-            renorm_scale = r if gamma is None else r * gamma
-            renorm_offset = d if gamma is None else d * gamma
-            if beta is not None:
-                renorm_offset = renorm_offset + beta
-            outputs = _generic.normalize(
-                x, mean, variance, renorm_scale, renorm_offset, self.epsilon, self._channel_axis
+        if correction is not None:  # renorm's output needs the statistics first: generic
+            return _generic.train_forward(
+                x, gamma, beta, self.epsilon, self._axes, self._reduction_axes, mask,
+                moments_fn=self._moments_fn, correction=correction,
             )
-            self._update_renorm_statistics(mean, variance, valid)
-            return outputs
-        kernel = self._kernel(x, training=True, mask=mask)
-        outputs, mean, variance, count = kernel.train_forward(
-            x, gamma, beta, self.epsilon, self._channel_axis, self._reduction_axes, mask,
+        return self._kernel(x, training=True, mask=mask).train_forward(
+            x, gamma, beta, self.epsilon, self._axes, self._reduction_axes, mask,
             moments_fn=self._moments_fn,
         )
-        valid = _generic.is_valid(variance, count=count)
+
+    def _check_training_batch(self, x):
+        """Refuses, before anything is computed or updated, a training batch that
+        ghost batches cannot split, or too small for an unbiased variance.
+
+        A size known while tracing gets a `ValueError`; one known only at run
+        time (TensorFlow graphs with an unknown batch size) a run-time assertion
+        that every later op of the step depends on.
+        """
+        k = self.virtual_batch_size
+        batch = x.shape[0]
+        if k is not None:
+            message = (f"virtual_batch_size={k} must divide the training batch size; "
+                       "received a batch of {} samples.")
+            if batch is None:
+                x = _at_run_time(x, ops.shape(x)[0] % k == 0,
+                                 message.format("a size it does not divide:"))
+            elif batch % k:
+                raise ValueError(message.format(batch))
+        if self.unbiased_moving_variance and self.track_moving_statistics:
+            per_sample = 1
+            for axis in self._reduction_axes[1:]:
+                per_sample *= x.shape[axis]
+            samples = k if k is not None else batch
+            message = ("unbiased_moving_variance=True multiplies the batch variance by "
+                       "m/(m - 1), which needs m >= 2 entries per statistic; inputs of "
+                       f"shape {tuple(x.shape)} give m = {{}}.")
+            if samples is None:
+                x = _at_run_time(x, ops.shape(x)[0] * per_sample > 1, message.format(1))
+            elif samples * per_sample < 2:
+                raise ValueError(message.format(samples * per_sample))
+        return x
+
+    def _update_moving_statistics(self, x, mean, variance, count):
+        if self.renorm:
+            valid = _generic.is_valid(variance, count)
+            self._count_skipped(valid)
+            self._update_renorm_statistics(mean, variance, valid)
+            return
+        if self.unbiased_moving_variance and self.virtual_batch_size is None:
+            # (ghost batches apply the correction per ghost batch themselves)
+            variance = _generic.bessel(
+                variance, _generic.entries(x, self._reduction_axes, count)
+            )
+        valid = _generic.is_valid(variance, count)
         self._count_skipped(valid)
-        self._move(self.moving_mean, mean, self.momentum, valid)
-        self._move(self.moving_variance, variance, self.momentum, valid)
-        return outputs
+        momentum = self.momentum
+        if momentum is None:  # cumulative average: the (n+1)-th batch has weight 1/(n+1)
+            n = ops.convert_to_tensor(self.num_batches_tracked)
+            momentum = n / (n + 1.0)
+            self.num_batches_tracked.assign(ops.where(valid, n + 1.0, n))
+        self._move(self.moving_mean, mean, momentum, valid)
+        self._move(self.moving_variance, variance, momentum, valid)
+
+    def _renorm_scale_and_offset(self, mean, variance, gamma, beta):
+        return _generic.renorm_scale_and_offset(
+            mean, variance, gamma, beta, ops.cast(self.renorm_mean, mean.dtype),
+            ops.cast(self.renorm_stddev, mean.dtype), self.epsilon, self.renorm_clipping,
+        )
 
     def _kernel(self, x, training, mask):
         """The one place that picks the module doing the forward math.
@@ -314,8 +395,8 @@ class BatchNormalization(keras.layers.Layer):
         # Imported here: each fast module needs its backend's library, which
         # other backends may lack.
         fast = importlib.import_module(fast_module)
-        if not fast.supports(x, training, mask, self._channel_axis, self.epsilon,
-                             synchronized=self.synchronized, renorm=self.renorm):
+        if not fast.supports(x, training, mask, self._axes, self.epsilon,
+                             synchronized=self.synchronized):
             return _generic
         return fast.always_fused if path == "fast" else fast
 
@@ -335,10 +416,9 @@ class BatchNormalization(keras.layers.Layer):
         self._move(self.moving_stddev, stddev, self.momentum, valid)
         # Inference reads moving_variance: derive it from the moving stddev
         # (relu: rounding may take σ² − ε a hair below zero).
-        derived = ops.relu(ops.square(self.moving_stddev) - self.epsilon)
-        # convert_to_tensor: jnp.where refuses a Variable (JAX renorm training failed).
-        kept = ops.convert_to_tensor(self.moving_variance)
-        self.moving_variance.assign(ops.where(valid, derived, kept))
+        derived = ops.relu(ops.square(ops.convert_to_tensor(self.moving_stddev)) - self.epsilon)
+        moving_variance = ops.convert_to_tensor(self.moving_variance)
+        self.moving_variance.assign(ops.where(valid, derived, moving_variance))
 
     def get_config(self):
         config = {
@@ -362,66 +442,25 @@ class BatchNormalization(keras.layers.Layer):
             "renorm_clipping": self.renorm_clipping,
             "renorm_momentum": self.renorm_momentum,
         }
+        # kbn's own options appear only when set, so a config that uses none
+        # of them stays exactly Keras's (and loads in keras.layers.BatchNormalization).
+        for name, default in _KBN_OPTIONS.items():
+            if getattr(self, name) != default:
+                config[name] = getattr(self, name)
         return {**super().get_config(), **config}
 
 
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
-    return value
+def _at_run_time(x, condition, message):
+    """`x`, made to depend on a run-time assertion of `condition`.
 
+    Only TensorFlow graphs trace with unknown sizes (JAX and PyTorch always
+    see concrete shapes), so this is TensorFlow's assertion op; everything the
+    step computes from `x` runs after it, so a failed check updates nothing.
+    """
+    import tensorflow as tf
 
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_fraction(name, value):
-    if not 0.0 <= _check_number(name, value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_positive(name, value):
-    if not 0.0 < _check_number(name, value) < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_renorm_clipping(clipping, renorm):
-    """Validates `renorm_clipping`; like Keras, `{}` when renorm is on and it is None."""
-    if clipping is None:
-        return {} if renorm else None
-    if not isinstance(clipping, dict):
-        raise ValueError(
-            f"renorm_clipping must be a dict with keys among {_RENORM_CLIPPING_KEYS}. "
-            f"Received: renorm_clipping={clipping!r}"
-        )
-    unknown = sorted(set(clipping) - set(_RENORM_CLIPPING_KEYS))
-    if unknown:
-        raise ValueError(
-            f"renorm_clipping has unknown key(s) {unknown}; the keys are "
-            f"{_RENORM_CLIPPING_KEYS}. Received: renorm_clipping={clipping!r}"
-        )
-    for key, value in clipping.items():
-        _check_number(f"renorm_clipping[{key!r}]", value)
-    rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_CLIPPING_KEYS)
-    if rmax is not None and rmin is not None and rmax < rmin:
-        raise ValueError(
-            f"renorm_clipping needs rmax >= rmin. Received: renorm_clipping={clipping!r}"
-        )
-    if dmax is not None and dmax < 0:
-        raise ValueError(
-            f"renorm_clipping needs dmax >= 0. Received: renorm_clipping={clipping!r}"
-        )
-    return dict(clipping)
+    with tf.control_dependencies([tf.debugging.Assert(condition, [message])]):
+        return tf.identity(x)
 
 
 def _fresh(initializer):

@@ -91,8 +91,12 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
     `trainable` flags and the momenta are exactly as before; if anything fails
     midway, every variable is restored and no layer is left half-updated.
     Layers that cannot be recalibrated (frozen, `trainable=False`; without
-    moving statistics; with `virtual_batch_size`) are left as they are and
+    moving statistics, `track_moving_statistics=False`) are left as they are and
     listed in the report. Dropout is active in these passes, as in training.
+    kbn's options: several axes and `momentum=None` are served alike; with
+    `virtual_batch_size=k` the statistics are those of ghost batches, so m_b
+    counts k samples; `unbiased_moving_variance` is replaced by `unbiased`
+    here (the correction is applied once).
 
     Args:
         model: A Keras model with `kbn.BatchNormalization` and/or
@@ -201,16 +205,21 @@ def _run_batch(model, layers, x, totals, entries, samples, index, unbiased):
                 "inf in the data or the activations); recalibrating over it would poison the "
                 "moving statistics."
             )
-        batch_entries = math.inf if per_sample is None else samples * per_sample
+        # Ghost batches (virtual_batch_size=k) take statistics over k samples at a time.
+        group = getattr(layer, "virtual_batch_size", None) or samples
+        batch_entries = math.inf if per_sample is None else group * per_sample
         total.add(mean, variance, samples, batch_entries, unbiased)
 
 
 class _momentum_zero:
-    """Momentum 0 (the moving statistics become the batch's), renorm averages held.
+    """Momentum 0 (the moving statistics become the batch's), renorm averages held,
+    and kbn's `unbiased_moving_variance` off (the m/(m − 1) correction is applied here).
 
     The moving statistics start from (0, 1): `moving · 0` is NaN when a moving
     value is already NaN or inf (a Keras layer poisoned by one bad batch).
     """
+
+    _SETTINGS = ("momentum", "renorm_momentum", "unbiased_moving_variance")
 
     def __init__(self, layers):
         self.layers = layers
@@ -218,20 +227,22 @@ class _momentum_zero:
 
     def __enter__(self):
         for layer in self.layers:
-            self.saved.append((layer.momentum, getattr(layer, "renorm_momentum", None)))
+            self.saved.append({name: getattr(layer, name) for name in self._SETTINGS
+                               if hasattr(layer, name)})
             layer.momentum = 0.0
             if getattr(layer, "renorm", False):
                 layer.renorm_momentum = 1.0
+            if getattr(layer, "unbiased_moving_variance", False):
+                layer.unbiased_moving_variance = False
             layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, layer.moving_mean.dtype))
             layer.moving_variance.assign(
                 np.ones(layer.moving_variance.shape, layer.moving_variance.dtype))
         return self
 
     def __exit__(self, *exc_info):
-        for layer, (momentum, renorm_momentum) in zip(self.layers, self.saved):
-            layer.momentum = momentum
-            if renorm_momentum is not None:
-                layer.renorm_momentum = renorm_momentum
+        for layer, saved in zip(self.layers, self.saved):
+            for name, value in saved.items():
+                setattr(layer, name, value)
         return False
 
 

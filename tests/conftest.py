@@ -1,4 +1,12 @@
-"""Shared test set-up: quiet TensorFlow, and no dtype policy leaking between tests."""
+"""Shared test set-up: quiet TensorFlow, no dtype policy leaking between tests, and
+the backend split.
+
+The suites marked `all_backends` are backend-neutral and run on TensorFlow, JAX
+and PyTorch (`KERAS_BACKEND`, one backend per process: `make test` runs
+TensorFlow and JAX, `make test-torch` PyTorch). Everything else is about
+TensorFlow (its fast path, tf.distribute, the training pipeline) and is
+skipped on the other backends.
+"""
 
 import os
 
@@ -6,6 +14,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+# The backends with a fast path of their own; JAX runs the generic path only.
+KERNEL_PATHS = ["fast", "generic"] if BACKEND in ("tensorflow", "torch") else ["generic"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only (backend: {BACKEND})")
+    for item in items:
+        if item.get_closest_marker("all_backends") is None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -16,9 +37,9 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.fixture(params=["fast", "generic"])
+@pytest.fixture(params=KERNEL_PATHS)
 def each_kernel_path(request, monkeypatch):
-    """Runs a test on the fused kernel wherever it serves (at any size) and on the
-    generic path. `KBN_PATH` is read when a layer call is traced."""
+    """Runs a test on the backend's fast path wherever it serves (at any size) and on
+    the generic path. `KBN_PATH` is read when a layer call is traced."""
     monkeypatch.setenv("KBN_PATH", request.param)
     return request.param

@@ -6,9 +6,9 @@ gradient and weight element by element.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import kbn
+from autodiff import call_with_gradients
 
 
 def random_weights(layer, rng):
@@ -44,25 +44,21 @@ def make_pair(input_shape, rng, **config):
 
 
 def weights_by_name(layer):
-    return {w.name: np.asarray(w.numpy()) for w in layer.weights}
+    return {w.name: keras.ops.convert_to_numpy(w.value) for w in layer.weights}
 
 
 def step(layer, x, upstream, training, mask=None, learning_rate=0.1):
     """One forward/backward pass of Σ upstream · y; then SGD on γ and β if training.
 
+    Gradients come from the backend's own autodiff (`autodiff.py`).
+
     Returns:
         dict with `y` and the gradients `dx` and `d<name>` of every trainable weight.
     """
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x, training=training, mask=mask)
-        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
-    variables = list(layer.trainable_variables)
-    grads = tape.gradient(loss, [x] + variables)
-    result = {"y": np.asarray(y), "dx": np.asarray(grads[0])}
-    for variable, grad in zip(variables, grads[1:]):
-        result["d" + variable.name] = np.asarray(grad)
+    y, dx, grads = call_with_gradients(layer, x, upstream, training, mask)
+    result = {"y": y, "dx": dx}
+    for variable, grad in zip(layer.trainable_variables, grads):
+        result["d" + variable.name] = grad
         if training:
-            variable.assign(variable - learning_rate * grad)
+            variable.assign(keras.ops.convert_to_numpy(variable.value) - learning_rate * grad)
     return result

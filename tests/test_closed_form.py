@@ -6,7 +6,7 @@ import pytest
 import kbn
 import numpy_reference as ref
 
-pytestmark = pytest.mark.usefixtures("each_kernel_path")
+pytestmark = [pytest.mark.all_backends, pytest.mark.usefixtures("each_kernel_path")]
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.99, 1.0])

@@ -96,3 +96,16 @@ def test_refusals():
 
     with pytest.raises(ValueError, match="needs a Sequential or functional model"):
         kbn.convert(Subclassed())
+
+
+def test_kbn_options_keras_lacks_are_refused_or_dropped_at_their_default():
+    def model_with(**options):
+        return keras.Sequential([keras.Input((4, 6)), kbn.BatchNormalization(name="bn", **options)])
+
+    one_axis = kbn.convert(model_with(axis=[2], track_moving_statistics=True), to="keras")
+    assert one_axis.get_layer("bn").axis == 2  # [2] → 2; an option at its default is dropped
+    for options, message in (({"virtual_batch_size": 2}, "virtual_batch_size=2"),
+                             ({"axis": [1, 2]}, "several axes"),
+                             ({"momentum": None}, "momentum=None")):
+        with pytest.raises(ValueError, match=message):
+            kbn.convert(model_with(**options), to="keras")

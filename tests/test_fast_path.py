@@ -33,7 +33,7 @@ def _assert_close(actual, expected, name):
 def _forward_and_grads(module, x, gamma, beta, upstream, training, graph):
     """Outputs, statistics and d(Σ y·upstream)/d(x, γ, β) through `module`."""
     rank = len(x.shape)
-    axis, reduction_axes = rank - 1, list(range(rank - 1))
+    axis, reduction_axes = (rank - 1,), list(range(rank - 1))
     channels = x.shape[-1]
     moving_mean = tf.linspace(-1.0, 1.0, channels)
     moving_variance = tf.linspace(0.5, 2.0, channels)
@@ -87,7 +87,7 @@ def test_fast_path_matches_generic(shape, center_scale, training, graph):
     gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype("float32")) if scale else None
     beta = tf.constant(rng.normal(0.0, 1.0, shape[-1]).astype("float32")) if center else None
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))
-    assert _tf_fast.supports(x, training, None, len(shape) - 1, EPSILON)
+    assert _tf_fast.supports(x, training, None, (len(shape) - 1,), EPSILON)
 
     fast = _forward_and_grads(FUSED, x, gamma, beta, upstream, training, graph)
     generic = _forward_and_grads(_generic, x, gamma, beta, upstream, training, graph)
@@ -109,7 +109,7 @@ def test_variance_is_biased_and_two_pass():
     rng = np.random.default_rng(0)
     x = (1e4 + rng.normal(size=(6, 5, 4, 3))).astype("float32")
     _, mean, variance, _ = FUSED.train_forward(
-        tf.constant(x), None, None, EPSILON, 3, [0, 1, 2], None
+        tf.constant(x), None, None, EPSILON, (3,), [0, 1, 2], None
     )
     flat = x.astype("float64").reshape(-1, 3)
     np.testing.assert_allclose(mean.numpy(), flat.mean(axis=0), rtol=1e-6)
@@ -121,8 +121,8 @@ def test_degenerate_batches_match_generic(batch):
     """m = 1: variance 0 (not 0/0); m = 0: NaN statistics on both paths, which
     the layer's NaN-safe update skips."""
     x = tf.ones([batch, 4])
-    fast = FUSED.train_forward(x, None, None, EPSILON, 1, [0], None)
-    generic = _generic.train_forward(x, None, None, EPSILON, 1, [0], None)
+    fast = FUSED.train_forward(x, None, None, EPSILON, (1,), [0], None)
+    generic = _generic.train_forward(x, None, None, EPSILON, (1,), [0], None)
     for a, b in zip(fast[:3], generic[:3]):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     if batch == 1:
@@ -137,26 +137,25 @@ def test_nan_stays_in_its_channel():
     x = np.arange(12, dtype="float32").reshape(4, 3)
     x[1, 1] = np.nan
     _, mean, variance, _ = FUSED.train_forward(
-        tf.constant(x), None, None, EPSILON, 1, [0], None
+        tf.constant(x), None, None, EPSILON, (1,), [0], None
     )
     assert np.isnan(mean.numpy()).tolist() == [False, True, False]
     assert np.isnan(variance.numpy()).tolist() == [False, True, False]
 
 
-def _supports(shape=(4, 3), dtype="float32", training=True, mask=None, axis=None,
-              epsilon=EPSILON, synchronized=False, renorm=False):
+def _supports(shape=(4, 3), dtype="float32", training=True, mask=None, axes=None,
+              epsilon=EPSILON, synchronized=False):
     x = tf.zeros(shape, dtype)
-    axis = len(shape) - 1 if axis is None else axis
-    return _tf_fast.supports(x, training, mask, axis, epsilon,
-                             synchronized=synchronized, renorm=renorm)
+    axes = (len(shape) - 1,) if axes is None else axes
+    return _tf_fast.supports(x, training, mask, axes, epsilon, synchronized=synchronized)
 
 
 def test_supports_the_served_cases():
     assert _supports()
     assert _supports(shape=(2, 3, 4, 5))
     assert _supports(shape=(2, 3, 4, 5, 6), training=False)
-    # Renorm and synchronized matter only for training statistics.
-    assert _supports(training=False, renorm=True, synchronized=True)
+    # Synchronized matters only for training statistics.
+    assert _supports(training=False, synchronized=True)
 
 
 @pytest.mark.parametrize(
@@ -166,12 +165,12 @@ def test_supports_the_served_cases():
         {"dtype": "float16"},
         {"mask": tf.ones([4, 1], "bool")},
         {"synchronized": True},
-        {"renorm": True},
-        {"shape": (2, 3, 4, 5), "axis": 1},
-        {"shape": (5,), "axis": 0},
+        {"shape": (2, 3, 4, 5), "axes": (1,)},
+        {"shape": (2, 3, 4, 5), "axes": (1, 3)},
+        {"shape": (5,), "axes": (0,)},
         {"epsilon": 1e-6},
     ],
-    ids=["float64", "float16", "mask", "synchronized", "renorm", "channels_first", "rank1",
+    ids=["float64", "float16", "mask", "synchronized", "channels_first", "two_axes", "rank1",
          "tiny_epsilon"],
 )
 def test_supports_rejects_what_it_cannot_serve(case):
@@ -186,7 +185,7 @@ def test_matmul_statistics_match_generic(shape, jit):
     gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype("float32"))
     beta = tf.constant(rng.normal(0.0, 1.0, shape[-1]).astype("float32"))
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))
-    axis, reduction_axes = len(shape) - 1, list(range(len(shape) - 1))
+    axis, reduction_axes = (len(shape) - 1,), list(range(len(shape) - 1))
 
     def run(forward):
         @tf.function(jit_compile=jit)
@@ -217,7 +216,7 @@ def test_inside_xla_statistics_come_from_matrix_products_for_tall_tensors(shape,
     rank = len(shape)
 
     def forward(x):
-        return _tf_fast.train_forward(x, None, None, EPSILON, rank - 1, list(range(rank - 1)),
+        return _tf_fast.train_forward(x, None, None, EPSILON, (rank - 1,), list(range(rank - 1)),
                                       None)[0]
 
     types_ = _op_types(forward, tf.TensorSpec(shape), jit_compile=True)
@@ -272,9 +271,10 @@ def test_size_decides_fused_or_generic(training):
     batch axis counts as NOMINAL_BATCH samples; with other axes unknown too a
     tf.cond holding both decides at run time."""
     def forward(x):
-        channels, axis = x.shape[-1], len(x.shape) - 1
+        channels, last = x.shape[-1], len(x.shape) - 1
+        axis = (last,)
         if training:
-            return _tf_fast.train_forward(x, None, None, EPSILON, axis, list(range(axis)), None)[0]
+            return _tf_fast.train_forward(x, None, None, EPSILON, axis, list(range(last)), None)[0]
         return _tf_fast.infer_forward(x, tf.zeros([channels]), tf.ones([channels]), None,
                                       None, EPSILON, axis)
 
@@ -308,8 +308,8 @@ def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
         @tf.function(input_signature=[tf.TensorSpec([None, None, channels])])
         def forward(x):
             if training:
-                return module.train_forward(x, None, None, EPSILON, 2, [0, 1], None)[:3]
-            return (module.infer_forward(x, mean, variance, None, None, EPSILON, 2),)
+                return module.train_forward(x, None, None, EPSILON, (2,), [0, 1], None)[:3]
+            return (module.infer_forward(x, mean, variance, None, None, EPSILON, (2,)),)
         return forward
 
     fast, generic = run(_tf_fast), run(_generic)

@@ -26,11 +26,13 @@ def randomize(model, seed=0):
     """Non-trivial γ (both signs), β and moving statistics in every BN layer."""
     rng = np.random.default_rng(seed)
     for layer in _bn_layers.batch_norm_layers(model):
-        shape = tuple(layer.moving_mean.shape)
+        shape = tuple(layer.gamma.shape)
         values = {"gamma": rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape),
                   "beta": rng.normal(size=shape), "moving_mean": rng.normal(size=shape),
                   "moving_variance": rng.uniform(0.2, 3, shape)}
-        layer.set_weights([values[w.name].astype("float32") for w in layer.weights])
+        for weight in layer.weights:
+            if weight.name in values:
+                weight.assign(values[weight.name].astype("float32"))
     return model
 
 
@@ -162,3 +164,23 @@ def test_refusals():
 
     with pytest.raises(ValueError, match="needs a Sequential or functional model"):
         kbn.fold_batchnorm(Subclassed())
+
+
+def test_kbn_options():
+    """Several axes and no moving statistics stay (with the reason); a cumulative average
+    and ghost batches are ordinary inference-mode BN and fold."""
+    inputs = keras.Input((4, 5))
+    hidden = L.Dense(5, name="d1")(inputs)
+    hidden = kbn.BatchNormalization(axis=[1, 2], name="bn_axes")(hidden)
+    hidden = L.Dense(5, name="d2")(hidden)
+    hidden = kbn.BatchNormalization(track_moving_statistics=False, name="bn_untracked")(hidden)
+    hidden = L.Dense(5, name="d3")(hidden)
+    hidden = kbn.BatchNormalization(momentum=None, virtual_batch_size=2, name="bn_ghost")(hidden)
+    model = randomize(keras.Model(inputs, L.Dense(2, name="out")(hidden)))
+    folded, report = kbn.fold_batchnorm(model, return_report=True)
+    assert report.folded == {"bn_ghost": "backward into d3"}
+    assert "several axes [1, 2]" in report.kept["bn_axes"]
+    assert "kept as kbn.BatchNormalization" in report.kept["bn_axes"]
+    assert "no moving statistics" in report.kept["bn_untracked"]
+    x = np.random.default_rng(6).normal(size=(4, 4, 5)).astype("float32")
+    assert_same_predictions(model, folded, x)

@@ -28,7 +28,6 @@ def test_channels_last_float32_takes_the_fast_path(monkeypatch, shape, training)
     [
         {"axis": 1, "shape": (2, 4, 3, 3)},  # channels first
         {"mask": tf.ones((8,), bool)[:, None]},  # a mask
-        {"renorm": True},  # renorm in training
         {"synchronized": True},  # synchronized in training
         {"epsilon": 1e-6},  # below the fused kernel's smallest epsilon
     ],
@@ -38,11 +37,24 @@ def test_what_the_fast_path_cannot_serve_falls_back(monkeypatch, kwargs):
     assert kernel_for(monkeypatch, "fast", **kwargs) is _generic
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+@pytest.mark.parametrize("config", [{"renorm": True}, {"virtual_batch_size": 4}])
+def test_renorm_and_ghost_batches_never_ask_for_a_kernel(monkeypatch, config):
+    """Their math lives in `_generic` only (the output needs the statistics first)."""
+    layer = kbn.BatchNormalization(**config)
+    layer.build((8, 4))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel module was asked for")
+
+    monkeypatch.setattr(layer, "_kernel", refuse)
+    layer(np.ones((8, 4), "float32"), training=True)
+
+
+@pytest.mark.parametrize("backend", ["jax", "numpy", "openvino"])
 @pytest.mark.parametrize("path", ["auto", "fast"])
-def test_other_backends_keep_the_generic_path(monkeypatch, backend, path):
-    """Only the backend's name can be faked here (the others are not installed);
-    the layer reads it through Keras's public `keras.backend.backend()`."""
+def test_backends_without_a_fast_module_keep_the_generic_path(monkeypatch, backend, path):
+    """Only the backend's name is faked here; the layer reads it through Keras's
+    public `keras.backend.backend()`. (PyTorch has a fast module of its own.)"""
     import keras
 
     monkeypatch.setattr(keras.backend, "backend", lambda: backend)

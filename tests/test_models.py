@@ -6,7 +6,7 @@ import pytest
 
 import kbn
 
-pytestmark = pytest.mark.usefixtures("each_kernel_path")
+pytestmark = [pytest.mark.all_backends, pytest.mark.usefixtures("each_kernel_path")]
 
 TOLERANCE = 1e-4  # several epochs of float32 SGD; both layers do the same arithmetic
 

@@ -204,3 +204,51 @@ def test_a_model_without_batch_norm_is_refused():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="needs a model with batch-norm layers"):
         kbn.recalibrate(model, np.zeros((4, 3), "float32"))
+
+
+def _dense_model(bn):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((2, 3)), keras.layers.Dense(3, name="dense"), bn])
+
+
+X2 = np.random.default_rng(5).normal(size=(12, 2, 3)).astype("float32") * 3 + 1
+
+
+@pytest.mark.parametrize("options", [
+    {"momentum": None},                       # cumulative average
+    {"unbiased_moving_variance": True},       # the layer's own correction is not applied twice
+    {"axis": [1, 2]},                         # statistics per (row, channel): m = n
+])
+def test_kbn_options_give_algorithm_2(options):
+    model = _dense_model(kbn.BatchNormalization(name="bn", **options))
+    kbn.recalibrate(model, X2, batch_size=4)
+    z = np.float64(X2) @ np.float64(model.get_layer("dense").kernel.numpy()) \
+        + np.float64(model.get_layer("dense").bias.numpy())
+    axes = (0,) if "axis" in options else (0, 1)
+    m = 4 * (1 if "axis" in options else 2)
+    batches = z.reshape(3, 4, 2, 3)
+    means = [b.mean(axis=axes) for b in batches]
+    variances = [b.var(axis=axes) * m / (m - 1) for b in batches]
+    mean, variance = moving(model, "bn")
+    np.testing.assert_allclose(mean, np.mean(means, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(variance, np.mean(variances, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_batches_count_k_samples_per_statistic():
+    model = _dense_model(kbn.BatchNormalization(virtual_batch_size=2, name="bn"))
+    kbn.recalibrate(model, X2, batch_size=4)
+    z = np.float64(X2) @ np.float64(model.get_layer("dense").kernel.numpy()) \
+        + np.float64(model.get_layer("dense").bias.numpy())
+    # Each batch of 4 holds 2 ghost batches of k = 2 samples, strided (samples g, g + 2),
+    # as the layer groups them; m = 2 samples · 2 rows = 4.
+    ghosts = z.reshape(3, 2, 2, 2, 3).transpose(0, 2, 1, 3, 4).reshape(6, 2, 2, 3)
+    mean, variance = moving(model, "bn")
+    np.testing.assert_allclose(mean, ghosts.mean(axis=(1, 2)).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(variance, (ghosts.var(axis=(1, 2)) * 4 / 3).mean(0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_layers_without_moving_statistics_are_left_out_with_a_reason():
+    model = _dense_model(kbn.BatchNormalization(track_moving_statistics=False, name="bn"))
+    with pytest.raises(ValueError, match="bn: keeps no moving statistics"):
+        kbn.recalibrate(model, X2, batch_size=4)

@@ -6,13 +6,17 @@ import pytest
 
 import kbn
 
+pytestmark = pytest.mark.all_backends
+
 CONFIGS = [
     {},
     {"axis": 1, "momentum": 0.8, "epsilon": 1e-5, "center": False},
     {"scale": False, "gamma_regularizer": "l2", "beta_initializer": "random_normal"},
     {"renorm": True, "renorm_clipping": {"rmax": 2.0, "rmin": 0.5, "dmax": 1.0},
      "renorm_momentum": 0.9},
-    {"synchronized": True, "beta_constraint": "non_neg"},
+    pytest.param({"synchronized": True, "beta_constraint": "non_neg"},
+                 marks=pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                          reason="synchronized=True is TensorFlow-only")),
 ]
 
 
