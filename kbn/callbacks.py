@@ -202,7 +202,9 @@ class BatchStatsMonitor(keras.callbacks.Callback):
             "mean_shift", "variance_ratio", "skipped"}.
         events: One dict per layer and kind of trouble, the first time it
             happened: {"layer", "kind" ("skipped" or "nonfinite"), "step",
-            "epoch" (1-based), "count" (skipped channel updates, for "skipped")}.
+            "epoch" (1-based), "count" (skipped channel updates, for "skipped"),
+            "nonfinite" ({"moving_mean" / "moving_variance": "NaN" or "inf"}, for
+            "nonfinite")}.
     """
 
     def __init__(self, log_dir, every_n_steps=20, layer_names=None, tag="batch_stats",
@@ -287,20 +289,22 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         if layer.name in self._before:
             old_mean, old_variance, old_stddev = self._before[layer.name]
             new_mean, new_variance, new_stddev = _moving_state(layer)
-            momentum = layer.momentum
-            mean = (new_mean - momentum * old_mean) / (1.0 - momentum)
-            if new_stddev is None:
-                variance = (new_variance - momentum * old_variance) / (1.0 - momentum)
-            else:
-                stddev = (new_stddev - momentum * old_stddev) / (1.0 - momentum)
-                variance = np.maximum(stddev**2 - layer.epsilon, 0.0)
-            # Channels NaN safety skipped kept their moving values: leave them out.
-            moved = (new_mean != old_mean) | (new_variance != old_variance)
-            if np.any(moved):
-                record["mean_shift"] = _drift.mean_shift(
-                    mean[moved], old_mean[moved], old_variance[moved], layer.epsilon)
-                record["variance_ratio"] = _drift.variance_ratio(
-                    variance[moved], old_variance[moved], layer.epsilon)
+            # A Keras layer's statistics may be inf by now: inf − m·inf is NaN, logged as such.
+            with np.errstate(invalid="ignore", over="ignore"):
+                momentum = layer.momentum
+                mean = (new_mean - momentum * old_mean) / (1.0 - momentum)
+                if new_stddev is None:
+                    variance = (new_variance - momentum * old_variance) / (1.0 - momentum)
+                else:
+                    stddev = (new_stddev - momentum * old_stddev) / (1.0 - momentum)
+                    variance = np.maximum(stddev**2 - layer.epsilon, 0.0)
+                # Channels NaN safety skipped kept their moving values: leave them out.
+                moved = (new_mean != old_mean) | (new_variance != old_variance)
+                if np.any(moved):
+                    record["mean_shift"] = _drift.mean_shift(
+                        mean[moved], old_mean[moved], old_variance[moved], layer.epsilon)
+                    record["variance_ratio"] = _drift.variance_ratio(
+                        variance[moved], old_variance[moved], layer.epsilon)
         if layer.name in skips and _has_counter(layer):
             record["skipped"] = skips[layer.name]
         for key in ("mean_shift", "variance_ratio", "skipped"):
@@ -318,16 +322,19 @@ class BatchStatsMonitor(keras.callbacks.Callback):
                              f"{name!r} (non-finite batch statistics); its moving statistics "
                              "keep their last finite values")
             if not _has_counter(layer) and (name, "nonfinite") not in self._reported \
-                    and layer.moving_mean is not None and not _finite(layer):
-                self._report(name, "nonfinite", None,
-                             f"the moving statistics of batch-norm layer {name!r} became NaN "
-                             "or inf (this layer has no NaN safety): inference with it is "
-                             "broken from now on")
+                    and layer.moving_mean is not None:
+                values = _nonfinite(layer)
+                if values:
+                    described = ", ".join(f"{key} {value}" for key, value in values.items())
+                    self._report(name, "nonfinite", None,
+                                 f"the moving statistics of batch-norm layer {name!r} are no "
+                                 f"longer finite ({described}; this layer has no NaN safety)",
+                                 nonfinite=values)
 
-    def _report(self, name, kind, count, message):
+    def _report(self, name, kind, count, message, nonfinite=None):
         self._reported.add((name, kind))
         self.events.append({"layer": name, "kind": kind, "step": self._step,
-                            "epoch": self._epoch + 1, "count": count})
+                            "epoch": self._epoch + 1, "count": count, "nonfinite": nonfinite})
         if self.verbose:
             print(f"warning: step {self._step} (epoch {self._epoch + 1}): {message}", flush=True)
 
@@ -357,6 +364,13 @@ def _moving_state(layer):
     return read(layer.moving_mean), read(layer.moving_variance), stddev
 
 
-def _finite(layer):
-    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(v)))
-               for v in (layer.moving_mean, layer.moving_variance))
+def _nonfinite(layer):
+    """{"moving_mean" / "moving_variance": "NaN" or "inf"} for the statistics that are not finite."""
+    found = {}
+    for name in ("moving_mean", "moving_variance"):
+        values = keras.ops.convert_to_numpy(getattr(layer, name))
+        if np.any(np.isnan(values)):
+            found[name] = "NaN"
+        elif np.any(np.isinf(values)):
+            found[name] = "inf"
+    return found
