@@ -4,15 +4,16 @@
     python -m benchmarks.models --quick   # smoke run (small images, few rounds), prints only
 
 Method. Everything runs in one process. Each section builds its models,
-warms each one up (tracing, allocator growth), then times them in rounds:
-every round calls each model once, in an order that rotates from round to
-round, so a slow spell of the busy machine hits all alike. Tables give the
-median time per call and, per model, the median over rounds of its time
-divided by the reference's time in the same round, with the smallest and
-largest of those per-round ratios.
+then times them with `benchmarks.timing.time_interleaved` (warm-up, then
+interleaved rounds in rotating order); tables give medians, the ratio of
+medians to the reference, and the paired 95% interval of the per-round
+ratios (`benchmarks.intervals`). Each table has an A/A control: a second,
+separately built copy of the reference, whose interval is the measurement's
+resolution on this machine.
 
 - `predict`: `model.predict(x, verbose=0)` on a fixed batch, for the model
-  as built ("with BN"), `kbn.fold_batchnorm` of it ("folded") and a copy
+  as built ("with BN"), a copy of it ("with BN again", the A/A control),
+  `kbn.fold_batchnorm` of it ("folded") and a copy
   whose batch-norm layers are simply taken out ("BN removed":
   wrong outputs, but the fastest a perfect fold could be). The digits CNN
   is `train.models.build_model("cnn")` with kbn's layer on the 360
@@ -27,7 +28,7 @@ largest of those per-round ratios.
   (`kbn.convert`), and a second Keras copy (an A/A control: two copies of one
   program do not always time alike). Then the two start from the same
   weights and take the same SGD steps on the same batches; the table shows
-  how far their losses and weights drift apart, step by step.
+  how far their losses and kernels drift apart, step by step.
 """
 
 import os
@@ -35,8 +36,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -44,33 +43,20 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kbn  # noqa: E402
-from kbn import _bn_layers  # noqa: E402
+from benchmarks import report as report_lib  # noqa: E402
+from benchmarks.intervals import CONTROL, paired_ci  # noqa: E402
+from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.timing import Rounds, time_interleaved  # noqa: E402
+from kbn import _bn_layers, _cloning  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "models_results.md")
-FULL = {"image": 128, "batch": 16, "rounds": 9, "drift_steps": 5}
-QUICK = {"image": 32, "batch": 4, "rounds": 2, "drift_steps": 2}
-
-
-def time_rounds(calls, rounds, warmup=2):
-    """{name: [seconds per round]} for each zero-argument callable, in rotating order."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    names = list(calls)
-    times = {name: [] for name in names}
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def ratio_cells(times, name, reference):
-    """Median, min and max over rounds of `name`'s time / `reference`'s time."""
-    ratios = [a / b for a, b in zip(times[name], times[reference])]
-    return f"{statistics.median(ratios):.3f}", f"{min(ratios):.3f}–{max(ratios):.3f}"
+# A ResNet-50 round (four predicts or three training steps) takes 1–3 s here.
+FULL = {"image": 128, "batch": 16, "drift_steps": 5,
+        "rounds": Rounds(min_reps=9, max_reps=15, budget_s=20.0)}
+QUICK = {"image": 32, "batch": 4, "drift_steps": 2,
+         "rounds": Rounds(min_reps=2, max_reps=2, budget_s=0.1)}
+BASE = "with BN"
+BASE_AGAIN = "with BN again"  # the A/A control of the predict table
 
 
 def randomize_statistics(model, seed=0):
@@ -90,11 +76,20 @@ def randomize_statistics(model, seed=0):
 
 
 def without_batch_norm(model):
-    """A copy with every BN layer replaced by Identity: the speed bound of a perfect fold."""
-    from kbn import _cloning
-
+    """A copy with every BN layer taken out: the speed bound of a perfect fold."""
     drop = {id(layer) for layer in _bn_layers.batch_norm_layers(model)}
     return _cloning.clone_with(model, lambda layer: None, drop=drop)[0]
+
+
+def copy_of(model):
+    """A separately built copy with the same weights (for A/A controls)."""
+    return _cloning.clone_with(model, lambda layer: None)[0]
+
+
+def ratio_cells(medians, times, name, reference):
+    """The ratio of medians and the paired 95% interval of `name` against `reference`."""
+    return (f"{medians[name] / medians[reference]:.3f}",
+            report_lib.interval(paired_ci(times, name, reference)))
 
 
 def digits_cnn():
@@ -109,27 +104,28 @@ def resnet50(image):
 
 def bench_predict(name, model, x, rounds, log):
     randomize_statistics(model)
-    folded, report = kbn.fold_batchnorm(model, return_report=True)
-    removed = without_batch_norm(model)
+    folded, fold_report = kbn.fold_batchnorm(model, return_report=True)
     expected = model.predict(x, verbose=0)
     error = np.max(np.abs(folded.predict(x, verbose=0) - expected)) / np.max(np.abs(expected))
-    models = {"with BN": model, "folded": folded, "BN removed": removed}
-    times = time_rounds({key: lambda m=m: m.predict(x, verbose=0) for key, m in models.items()},
-                        rounds)
-    log(f"{name}: {len(report.folded)} BN layers folded, {len(report.kept)} kept;"
+    models = {BASE: model, BASE_AGAIN: copy_of(model), "folded": folded,
+              "BN removed": without_batch_norm(model)}
+    medians, _, times = time_interleaved(
+        {key: lambda m=m: m.predict(x, verbose=0) for key, m in models.items()}, rounds)
+    log(f"{name}: {len(fold_report.folded)} BN layers folded, {len(fold_report.kept)} kept;"
         f" max |folded − original| / max |original| = {error:.1e}")
     rows = []
-    base = statistics.median(times["with BN"])
     for key in models:
-        median = statistics.median(times[key])
-        ratio, spread = ratio_cells(times, key, "with BN")
-        rows.append((name, key, f"{median * 1e3:.1f}", ratio, spread, f"{base / median:.3f}"))
-    bound = base / statistics.median(times["BN removed"])
-    gain = base / statistics.median(times["folded"])
-    log(f"{name}: folded {gain:.3f}× faster than with BN; the bound (BN removed) is {bound:.3f}×;"
-        f" the fold gets {100 * (gain - 1) / (bound - 1):.0f} % of the possible gain"
-        if bound > 1 else f"{name}: removing BN gains nothing measurable here ({bound:.3f}×)")
-    return rows, error
+        ratio, interval = ratio_cells(medians, times, key, BASE)
+        rows.append((name, key, f"{medians[key] * 1e3:.1f}", ratio, interval,
+                     f"{medians[BASE] / medians[key]:.3f}"))
+    bound = medians[BASE] / medians["BN removed"]
+    gain = medians[BASE] / medians["folded"]
+    share = f"{100 * (gain - 1) / (bound - 1):.0f} %" if bound > 1 else "n/a"
+    summary = (name, f"{len(fold_report.folded)}/{len(fold_report.folded) + len(fold_report.kept)}",
+               f"{error:.1e}", f"{gain:.3f}", f"{bound:.3f}", share)
+    log(f"{name}: folded {gain:.3f}× as fast as with BN; BN removed {bound:.3f}× ({share} of"
+        " that gain)")
+    return rows, summary
 
 
 def bench_training_step(settings, log):
@@ -139,16 +135,16 @@ def bench_training_step(settings, log):
     y = rng.integers(0, 1000, batch)
     keras.utils.set_random_seed(1)
     keras_model = resnet50(image)
-    models = {"Keras": keras_model, "kbn": kbn.convert(keras_model),
-              "Keras again": kbn.convert(kbn.convert(keras_model), to="keras")}
+    models = {"Keras": keras_model, "kbn": kbn.convert(keras_model), CONTROL: copy_of(keras_model)}
     for model in models.values():
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
-    times = time_rounds({name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()},
-                        settings["rounds"])
+    medians, _, times = time_interleaved(
+        {name: lambda m=m: m.train_on_batch(x, y) for name, m in models.items()},
+        settings["rounds"])
     rows = []
     for name in models:
-        ratio, spread = ratio_cells(times, name, "Keras")
-        rows.append((name, f"{statistics.median(times[name]):.3f}", ratio, spread))
+        ratio, interval = ratio_cells(medians, times, name, "Keras")
+        rows.append((name, f"{medians[name]:.3f}", ratio, interval))
     log("ResNet-50 training step: " + ", ".join(f"{r[0]} {r[1]} s (×{r[2]})" for r in rows))
     return rows
 
@@ -164,26 +160,22 @@ def bench_drift(settings, log):
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     probe = rng.normal(size=(batch, image, image, 3)).astype("float32")
     a, b = (m.predict(probe, verbose=0) for m in (keras_model, kbn_model))
-    rows = [("0", "", "", f"{np.max(np.abs(a - b)):.1e}", "0")]
+    rows = [("0", "", "", f"{np.max(np.abs(a - b)):.1e}", "0 (copied)")]
     for step in range(1, settings["drift_steps"] + 1):
         x = rng.normal(size=(batch, image, image, 3)).astype("float32")
         y = rng.integers(0, 1000, batch)
         losses = [float(model.train_on_batch(x, y)) for model in (keras_model, kbn_model)]
+        # Kernels only: the biases of the convolutions before BN get a zero gradient in
+        # exact arithmetic, so theirs are rounding noise and differ by 100 % of themselves.
         weights = max(
-            float(np.max(np.abs(u - v)) / max(np.max(np.abs(u)), 1e-30))
-            for u, v in zip(keras_model.get_weights(), kbn_model.get_weights())
+            float(np.max(np.abs(u.numpy() - v.numpy())) / np.max(np.abs(u.numpy())))
+            for u, v in zip(keras_model.weights, kbn_model.weights) if u.path.endswith("kernel")
         )
         rows.append((str(step), f"{losses[0]:.6f}", f"{losses[1]:.6f}",
                      f"{abs(losses[0] - losses[1]):.1e}", f"{weights:.1e}"))
-    log("drift (step: |loss difference|, largest relative weight difference): "
+    log("drift (step: loss difference, largest relative kernel difference): "
         + ", ".join(f"{r[0]}: {r[3]}, {r[4]}" for r in rows[1:]))
     return rows
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -194,47 +186,47 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
-
-    def log(line):
-        print(line, flush=True)
-
-    image, batch = settings["image"], settings["batch"]
+    log = report_lib.log
+    image, batch, rounds = settings["image"], settings["batch"], settings["rounds"]
     rng = np.random.default_rng(0)
-    predict_rows = []
+
     digits_x = rng.uniform(0, 1, size=(360, 8, 8, 1)).astype("float32")
-    rows, _ = bench_predict("digits CNN (batch 360)", digits_cnn(), digits_x, settings["rounds"],
-                            log)
-    predict_rows += rows
+    digits_rows, digits_summary = bench_predict("digits CNN, batch 360", digits_cnn(), digits_x,
+                                                rounds, log)
     x = rng.normal(size=(batch, image, image, 3)).astype("float32")
-    rows, _ = bench_predict(f"ResNet-50 {image}×{image}, batch {batch}", resnet50(image), x,
-                            settings["rounds"], log)
-    predict_rows += rows
+    resnet_rows, resnet_summary = bench_predict(f"ResNet-50 {image}×{image}, batch {batch}",
+                                                resnet50(image), x, rounds, log)
     step_rows = bench_training_step(settings, log)
     drift_rows = bench_drift(settings, log)
 
-    report = "\n\n".join([
-        "# Whole-model benchmarks (`python -m benchmarks.models`)",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-        f"Keras {keras.__version__}, backend {keras.backend.backend()}; "
-        f"{settings['rounds']} rounds; {time.perf_counter() - started:.0f} s.",
-        "## predict: with BN, folded, BN removed",
-        table(("model", "variant", "median ms", "time / with BN (median over rounds)",
-               "min–max over rounds", "speed-up"), predict_rows),
-        f"## ResNet-50 training step ({image}×{image}, batch {batch}, SGD)",
-        table(("layer", "median s", "time / Keras", "min–max over rounds"), step_rows),
-        "## Keras vs kbn after the same SGD steps from the same weights",
-        "Step 0: largest difference of the `predict` outputs (softmax) on a fixed batch; "
-        "then each step's training loss in both runs, their difference, and the largest "
-        "difference of any weight tensor relative to that tensor's largest entry.",
-        table(("SGD step", "Keras loss", "kbn loss", "difference", "weights: relative difference"),
-              drift_rows),
-    ]) + "\n"
-    if args.quick:
-        print(report)
-    else:
-        with open(args.out, "w") as f:
-            f.write(report)
-        log(f"wrote {args.out}")
+    machine = describe_machine()
+    command = "python -m benchmarks.models" + (" --quick" if args.quick else "")
+    table = report_lib.table
+    report = report_lib.document(
+        ["# Whole-model benchmarks: folded batch norm, ResNet-50 with kbn", "",
+         f"Machine: {machine['cpu']}, {machine['cores']} logical cores; TensorFlow "
+         f"{machine['tensorflow']}, Keras {machine['keras']}, kbn {machine['kbn']}.", "",
+         f"Command: `{command}` ({time.perf_counter() - started:.0f} s). Method: the docstring "
+         "of `benchmarks/models.py`; intervals: `benchmarks/intervals.py`."],
+        ["## predict: folded vs with BN", "",
+         "Speed-up: time with BN / time of the variant. The bound is the speed-up of the model "
+         "with its BN layers taken out (wrong outputs: the fastest a fold can be); the share is "
+         "(folded − 1) / (bound − 1).",
+         "", table(("model", "BN layers folded", "max abs(folded − original) / max abs(original)",
+                    "folded: speed-up", "BN removed: speed-up (bound)", "share of the bound"),
+                   [digits_summary, resnet_summary]),
+         "", table(("model", "variant", "median ms", f"time / {BASE}", "paired 95% CI",
+                    "speed-up"), digits_rows + resnet_rows)],
+        [f"## ResNet-50 training step ({image}×{image}, batch {batch}, SGD, `train_on_batch`)", "",
+         table(("BN layer", "median s", "time / Keras", "paired 95% CI"), step_rows)],
+        ["## Keras vs kbn after the same SGD steps from the same weights", "",
+         "Step 0: largest difference of the `predict` outputs (softmax) on a fixed batch; "
+         "then each step's training loss in both runs, their difference, and the largest "
+         "difference of any kernel relative to that kernel's largest entry.", "",
+         table(("SGD step", "Keras loss", "kbn loss", "difference",
+                "kernels: relative difference"), drift_rows)],
+    )
+    report_lib.publish(report, None if args.quick else args.out, log)
     return 0
 
 
