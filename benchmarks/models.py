@@ -1,6 +1,6 @@
 """Whole-model benchmarks: folded batch norm at inference, kbn vs Keras in ResNet-50 training.
 
-    python -m benchmarks.models           # full run (~5 min on 2 cores): benchmarks/models_results.md
+    python -m benchmarks.models           # full run, ~5 min on 2 cores: models_results.md
     python -m benchmarks.models --quick   # smoke run (small images, few rounds), prints only
 
 Method. Everything runs in one process. Each section builds its models,

@@ -1,11 +1,11 @@
-"""Copying a Sequential or functional model with some layers swapped (shared by fold and convert)."""
+"""Copying a Sequential or functional model with some layers swapped (for fold and convert)."""
 
 import keras
 from keras.src.models.functional import Functional
 
 
 def check_graph_model(model, tool):
-    """Raises ValueError unless `model` is Sequential or functional (its layer graph can be rebuilt)."""
+    """Raises ValueError unless `model` is Sequential or functional (a graph to rebuild)."""
     if not isinstance(model, (keras.Sequential, Functional)):
         raise ValueError(
             f"{tool} needs a Sequential or functional model, whose layer graph it can rebuild; "

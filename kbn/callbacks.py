@@ -167,7 +167,8 @@ class BatchStatsMonitor(keras.callbacks.Callback):
     Every `every_n_steps` training steps, for each batch-norm layer (kbn's or
     Keras's, nested models included), TensorBoard gets
 
-        batch_stats/<layer>/mean_shift      mean over channels of |μ_B − moving_mean| / sqrt(moving_var + ε)
+        batch_stats/<layer>/mean_shift      mean over channels of |μ_B − moving_mean|
+                                            / sqrt(moving_var + ε)
         batch_stats/<layer>/variance_ratio  mean over channels of σ²_B / (moving_var + ε)
         batch_stats/<layer>/skipped         kbn layers: channel updates NaN safety skipped so far
 
@@ -365,7 +366,7 @@ def _moving_state(layer):
 
 
 def _nonfinite(layer):
-    """{"moving_mean" / "moving_variance": "NaN" or "inf"} for the statistics that are not finite."""
+    """{"moving_mean" / "moving_variance": "NaN" or "inf"}, for the statistics not finite."""
     found = {}
     for name in ("moving_mean", "moving_variance"):
         values = keras.ops.convert_to_numpy(getattr(layer, name))

@@ -3,7 +3,7 @@
     import kbn
     fast = kbn.fold_batchnorm(model)                      # a new model, BN folded away
     fast, report = kbn.fold_batchnorm(model, return_report=True)
-    print(report)                                         # what was folded where, what was not and why
+    print(report)                      # what was folded where, what was not and why
 
 At inference, batch norm is a per-channel affine map:
 
@@ -138,10 +138,11 @@ def fold_batchnorm(model, return_report=False):
     linear layer before it when it can be, else forward into the layer after
     it (see the module docstring for which layers and why). A folded BN
     leaves the graph (in a Sequential model an `Identity` layer of the same
-    name holds its place), and the layer it went into gains a bias. BN layers that cannot be folded exactly stay (the report
-    says why); kbn's among them become `keras.layers.BatchNormalization`
-    (same numbers at inference), so the folded model, saved as `.keras`,
-    loads with plain Keras. The original model is untouched.
+    name holds its place), and the layer it went into gains a bias. BN
+    layers that cannot be folded exactly stay (the report says why); kbn's
+    among them become `keras.layers.BatchNormalization` (same numbers at
+    inference), so the folded model, saved as `.keras`, loads with plain
+    Keras. The original model is untouched.
 
     The folded model is for inference: in training mode it has no batch
     normalization left. Its predictions equal the original's to float32
@@ -289,7 +290,8 @@ def _forward_target(bn, outputs):
     if isinstance(consumer, str):
         return consumer
     if type(consumer) not in _FORWARD:
-        return f"the layer after it ({consumer.name}, {type(consumer).__name__}) is not a Dense or convolution"
+        return (f"the layer after it ({consumer.name}, {type(consumer).__name__}) is not a "
+                "Dense or convolution")
     if type(consumer) is not L.Dense:
         if consumer.padding != "valid":
             return (f"the convolution after it ({consumer.name}) pads with zeros "

@@ -134,7 +134,9 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
                          f"({reasons}).")
     entries = [_entries_per_sample(layer, unbiased) for layer in layers]
     batches = _input_batches(model, data, batch_size)
-    progress = keras.utils.Progbar(_batch_count(model, data, batch_size, steps)) if verbose else None
+    progress = None
+    if verbose:
+        progress = keras.utils.Progbar(_batch_count(model, data, batch_size, steps))
 
     saved = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
     old = [(_numpy(layer.moving_mean), _numpy(layer.moving_variance)) for layer in layers]
@@ -312,7 +314,8 @@ def _input_batches(model, data, batch_size):
 
         def slices():
             for start in range(0, size, batch_size):
-                yield keras.tree.map_structure(lambda a: a[start:start + batch_size], data)
+                end = start + batch_size
+                yield keras.tree.map_structure(lambda a, s=start, e=end: a[s:e], data)
 
         batches = slices()
     else:

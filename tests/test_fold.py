@@ -139,7 +139,8 @@ def test_folded_file_loads_with_plain_keras(tmp_path):
         import keras, numpy as np
         model = keras.saving.load_model({path!r})
         assert not any(name == "kbn" or name.startswith("kbn.") for name in sys.modules)
-        x, expected = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "expected.npy")!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        expected = np.load({str(tmp_path / "expected.npy")!r})
         error = np.max(np.abs(model.predict(x, verbose=0) - expected)) / np.max(np.abs(expected))
         print(error)
     """)
