@@ -183,8 +183,14 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: small images, 2 rounds")
     parser.add_argument("--out", default=RESULTS, help="report file (full runs only)")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help="exactly N timed rounds per table (default: 9–15 in about 20 s)")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.exit(2, f"{parser.prog}: error: --rounds must be >= 1, got {args.rounds}\n")
     settings = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        settings = {**settings, "rounds": Rounds(args.rounds, args.rounds, 0.0)}
     started = time.perf_counter()
     log = report_lib.log
     image, batch, rounds = settings["image"], settings["batch"], settings["rounds"]
@@ -200,7 +206,8 @@ def main(argv=None):
     drift_rows = bench_drift(settings, log)
 
     machine = describe_machine()
-    command = "python -m benchmarks.models" + (" --quick" if args.quick else "")
+    command = "python -m benchmarks.models" + (" --quick" if args.quick else "") + (
+        f" --rounds {args.rounds}" if args.rounds is not None else "")
     table = report_lib.table
     report = report_lib.document(
         ["# Whole-model benchmarks: folded batch norm, ResNet-50 with kbn", "",
