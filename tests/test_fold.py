@@ -18,7 +18,8 @@ pytestmark = pytest.mark.all_backends
 
 L = keras.layers
 # Folded outputs are the same sums of products, reassociated in float32; measured
-# below 2e-6 of the output's scale on these models. Allowed: 1e-5 of it.
+# up to 3e-7 of the output's scale on these models (TF, JAX), 2.2e-6 on ResNet-50.
+# Allowed: 1e-5 of it.
 TOLERANCE = 1e-5
 
 
