@@ -1,5 +1,7 @@
 """Copying a Sequential or functional model with some layers swapped (for fold and convert)."""
 
+import warnings
+
 import keras
 from keras.src.models.functional import Functional
 
@@ -56,8 +58,18 @@ def clone_with(model, replace, drop=()):
 
 
 def compile_like(copy, model):
-    """Compiles `copy` as `model` was compiled (a fresh optimizer with the same settings)."""
-    if getattr(model, "compiled", False):
-        config = model.get_compile_config()
-        if config is not None:
-            copy.compile_from_config(config)
+    """Compiles `copy` as `model` was compiled (a fresh optimizer with the same settings).
+
+    A compile config that does not deserialize (e.g. an unregistered custom
+    loss) leaves the copy uncompiled, with a warning.
+    """
+    if not getattr(model, "compiled", False):
+        return
+    config = model.get_compile_config()
+    if config is None:
+        return
+    try:
+        copy.compile_from_config(config)
+    except (ValueError, TypeError) as error:
+        warnings.warn(f"the copy of {model.name!r} could not be compiled like the original "
+                      f"({error}); compile it yourself.", stacklevel=3)

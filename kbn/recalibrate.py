@@ -261,6 +261,10 @@ def _entries_per_sample(layer, unbiased):
     """Entries per channel in one sample of the layer's input (e.g. H·W), or None if unknown."""
     shape = next(iter((layer._build_shapes_dict or {}).values()), None)
     if shape is None:
+        if unbiased:
+            raise ValueError(f"layer {layer.name!r} does not record its input shape, so the "
+                             "m/(m − 1) correction of unbiased=True is unknown; use "
+                             "unbiased=False.")
         return None
     rank = len(shape)
     channels = {axis % rank for axis in _bn_layers.channel_axes(layer)}
