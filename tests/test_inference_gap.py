@@ -87,3 +87,21 @@ def test_batch_statistics_accuracy_restores_every_variable():
     predicted = np.concatenate([np.argmax(keras.ops.convert_to_numpy(
         model(x[i:i + 4], training=True)), -1) for i in (0, 4, 8)])
     assert accuracy == np.mean(predicted == 0)
+
+
+def test_tables_show_the_recalibrated_accuracy():
+    from train import report
+    from train.runs import RunResult
+
+    summary = {"variant": "kbn", "epochs_to_target": None, "best_val_accuracy": 0.3,
+               "final_val_accuracy": 0.3, "final_val_loss": 2.2, "seconds_per_epoch": 0.1,
+               "stopped_early": None, "val_accuracy_recalibrated": 0.88,
+               "val_loss_recalibrated": 1.05}
+    result = RunResult("run", summary, [], [])
+    table = report.comparison_table([result], 0.95).splitlines()
+    assert table[0].split("  ")[:7] == ["variant", "epochs to 0.95", "best val acc",
+                                        "final val acc", "final val loss", "recal val acc",
+                                        "recal val loss"]
+    assert table[2].split()[5:7] == ["0.8800", "1.0500"]
+    sweep = report.sweep_table({1.0: [result]}, ["kbn"], 0.95)
+    assert "never (0.300, recalibrated 0.880)" in sweep

@@ -200,6 +200,11 @@ def test_bad_input_is_one_clear_value_error(arguments, message):
         np.testing.assert_array_equal(value, keras.ops.convert_to_numpy(variable))
 
 
+def test_progress_bar(capsys):
+    kbn.recalibrate(two_layer_model(), X, batch_size=10, verbose=1)
+    assert "2/2" in capsys.readouterr().out  # Keras's Progbar: batches done / batches
+
+
 def test_a_model_without_batch_norm_is_refused():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="needs a model with batch-norm layers"):

@@ -75,7 +75,10 @@ def sweep_table(results_by_lr, variants, target_accuracy):
             outcome = (
                 "NaN" if s["stopped_early"] == "nan" else _or_dash(s["epochs_to_target"], "never")
             )
-            cells.append(f"{outcome} ({_number(s['best_val_accuracy'], 3)})")
+            best = _number(s["best_val_accuracy"], 3)
+            if "val_accuracy_recalibrated" in s:  # --recalibrate
+                best += f", recalibrated {_number(s['val_accuracy_recalibrated'], 3)}"
+            cells.append(f"{outcome} ({best})")
         rows.append((f"{lr:g}", *cells))
     return format_table(header, rows)
 
