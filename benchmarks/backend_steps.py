@@ -57,7 +57,7 @@ def target(backend, shape, mode):
 
     JAX: never slower (a tie or better), training and inference; stretch
     ≤ 0.8 on rank-4 inputs of ≥ 2 M elements. PyTorch training step: ≤ 0.4
-    from 2^16 elements (the speed of ATen's native batch norm, measured
+    from 2^16 elements (the issue measured ATen's native batch norm at
     0.29–0.34× Keras's step on this CPU), never slower below; inference: never
     slower.
     """
@@ -71,7 +71,7 @@ def target(backend, shape, mode):
 
 def jax_step(make_layer, x, mode):
     """A no-argument callable running one jitted step of a fresh layer on `x`."""
-    import jax
+    import jax  # here, not at the top: the torch environment need not have it
 
     layer = make_layer()
     layer.build(x.shape)
@@ -97,7 +97,7 @@ def jax_step(make_layer, x, mode):
 
 def torch_step(make_layer, x, mode):
     """A no-argument callable running one eager step of a fresh layer on `x`."""
-    import torch
+    import torch  # here, not at the top: the JAX environment has no torch
 
     layer = make_layer()
     layer.build(x.shape)
@@ -147,7 +147,7 @@ def bench_backend(backend, shapes, rounds):
             case = {"shape": shape_text(shape), "elements": f"{elements(shape):,}", "mode": mode}
             for row in comparison_rows(case, [comparison], time_interleaved(fns, rounds)):
                 rows.append(row)
-                log(f"{backend}: " + log_line(row))
+                log(log_line(row))
     return rows
 
 

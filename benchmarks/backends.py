@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
-import collections  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -31,8 +30,11 @@ import time  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks.backend_steps import BACKENDS  # noqa: E402
 from benchmarks.machine import describe_machine  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_ENVIRONMENT = os.path.join(REPO_ROOT, ".venv-torch", "bin", "python")
+NOT_FOUND = {"jax": "this Python cannot import jax",
+             "torch": "neither this Python nor .venv-torch can import torch"}
 
 
 def interpreter(backend):
@@ -55,8 +57,7 @@ def run_backend(backend, quick, log):
     """
     python = interpreter(backend)
     if python is None:
-        return {"backend": backend,
-                "skipped": f"no {backend} here (neither this Python nor .venv-torch has it)"}
+        return {"backend": backend, "skipped": NOT_FOUND[backend]}
     with tempfile.TemporaryDirectory() as folder:
         results = os.path.join(folder, "results.json")
         command = [python, "-m", "benchmarks.backend_steps", "--json", results]
@@ -65,15 +66,13 @@ def run_backend(backend, quick, log):
             command, cwd=REPO_ROOT, env={**os.environ, "KERAS_BACKEND": backend},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        last_lines = collections.deque(maxlen=1)
+        last_line = "no output"
         for line in process.stdout:
             log(f"[{backend}] {line.rstrip()}")
-            if line.strip():
-                last_lines.append(line.strip())
+            last_line = line.strip() or last_line
         if process.wait() != 0:
-            last = last_lines[0] if last_lines else "no output"
             return {"backend": backend,
-                    "failed": f"its process failed (exit {process.returncode}): {last}"}
+                    "failed": f"its process failed (exit {process.returncode}): {last_line}"}
         with open(results) as f:
             return json.load(f)
 

@@ -22,7 +22,7 @@ import tf_keras
 
 import kbn
 from benchmarks.comparisons import Comparison, Target, comparison_rows, log_line
-from benchmarks.layer_steps import layer_step, time_steps
+from benchmarks.layer_steps import kbn_path, layer_step, time_steps
 from benchmarks.shapes import shape_text
 
 # Rank 4, ≥ 2 M elements (2.7 M and 8.4 M), batches divisible by both k.
@@ -58,7 +58,8 @@ def bench_ghost(shapes, rounds, log):
             for jit in (False, True):
                 steps = {name: layer_step(make, x, "train", jit)
                          for name, make in ghost_layers(k).items()}
-                case = {"shape": shape_text(shape), "k": k, "XLA": "yes" if jit else "no"}
+                case = {"shape": shape_text(shape), "k": k, "XLA": "yes" if jit else "no",
+                        "kbn path": kbn_path(steps["kbn ghost"], x)}
                 for row in comparison_rows(case, COMPARISONS, time_steps(steps, x, rounds)):
                     rows.append(row)
                     log(log_line(row))

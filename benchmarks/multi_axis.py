@@ -17,7 +17,7 @@ import tf_keras
 
 import kbn
 from benchmarks.comparisons import TIE_OR_BETTER, Comparison, comparison_rows, log_line
-from benchmarks.layer_steps import layer_step, time_steps
+from benchmarks.layer_steps import kbn_path, layer_step, time_steps
 from benchmarks.shapes import shape_text
 
 AXES = [1, 3]
@@ -40,7 +40,8 @@ def bench_multi_axis(shapes, rounds, log):
         x = tf.random.normal(shape, seed=1)
         for jit in (False, True):
             steps = {name: layer_step(make, x, "train", jit) for name, make in LAYERS.items()}
-            case = {"shape": shape_text(shape), "axis": str(AXES), "XLA": "yes" if jit else "no"}
+            case = {"shape": shape_text(shape), "axis": str(AXES), "XLA": "yes" if jit else "no",
+                    "kbn path": kbn_path(steps["kbn"], x)}
             for row in comparison_rows(case, COMPARISONS, time_steps(steps, x, rounds)):
                 rows.append(row)
                 log(log_line(row))

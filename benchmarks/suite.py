@@ -1,8 +1,8 @@
-"""kbn vs Keras batch norm: step times, `model.fit` epochs, bandwidth and peak memory.
+"""kbn vs Keras batch norm: every benchmark, one report.
 
-    python -m benchmarks.suite           # full run, 2–5 min on 2 cores: benchmarks/results.md
+    python -m benchmarks.suite           # full run, minutes on 2 cores: benchmarks/results.md
     make bench                           # the same
-    python -m benchmarks.suite --quick   # smoke run in seconds: small shapes, few runs, prints only
+    python -m benchmarks.suite --quick   # smoke run (< 1 min): small shapes, few runs, prints only
     KBN_PATH=generic python -m benchmarks.suite --out /tmp/generic.md   # kbn's generic path
 
 Runs every measurement in turn and writes one report:

@@ -10,6 +10,7 @@ order (one for the usual per-channel batch norm, several for tf.keras's
 `axis=[...]`), and a statistic has the sizes of those axes in that order.
 """
 
+import keras
 from keras import ops
 
 
@@ -24,6 +25,36 @@ def broadcast_shape(rank, axes, shape):
 def _trailing(axes, rank):
     """Whether `axes` are the last axes of the input, so a statistic broadcasts as it is."""
     return tuple(axes) == tuple(range(rank - len(axes), rank))
+
+
+def _runs(axes):
+    """`axes` split into runs of adjacent axes: (0, 2, 3) → [(0,), (2, 3)]."""
+    runs = []
+    for axis in sorted(axes):
+        if runs and runs[-1][-1] == axis - 1:
+            runs[-1] = runs[-1] + (axis,)
+        else:
+            runs.append((axis,))
+    return runs
+
+
+def reduce(op, x, axes, keepdims=False):
+    """`op(x, axis=axes, keepdims=...)` for `ops.sum` / `ops.mean`, on TensorFlow
+    one run of adjacent axes at a time.
+
+    TensorFlow's CPU reductions over non-adjacent axes are slow: the mean over
+    axes (0, 2) of a (16, 4, 1024, 32) tensor took 15 ms, over axis 0 and then
+    axis 1 of the result 1.4 ms (the mean over (0, 1, 2) of the same tensor
+    1.0 ms). Channels-first inputs and several axes reduce such axes. Means
+    of equal-sized runs compose exactly (a mean of means). Other backends
+    compile the whole reduction (XLA) or reduce well as it is.
+    """
+    runs = _runs(axes)
+    if len(runs) == 1 or keras.backend.backend() != "tensorflow":
+        return op(x, axis=tuple(axes), keepdims=keepdims)
+    for run in reversed(runs):  # the last run first, so earlier axes keep their numbers
+        x = op(x, axis=run, keepdims=keepdims)
+    return x
 
 
 def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
@@ -53,24 +84,24 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     # the variance changes nothing but the work the backward pass does.
     if mask is None and all_reduce_sum is None:
         if _trailing(kept, rank):  # the statistics broadcast against x as they are
-            mean = ops.mean(x, axis=reduction_axes)
-            variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes)
+            mean = reduce(ops.mean, x, reduction_axes)
+            variance = reduce(ops.mean, ops.square(x - ops.stop_gradient(mean)), reduction_axes)
             return mean, variance, None
-        mean = ops.mean(x, axis=reduction_axes, keepdims=True)
-        variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=reduction_axes,
-                            keepdims=True)
+        mean = reduce(ops.mean, x, reduction_axes, keepdims=True)
+        variance = reduce(ops.mean, ops.square(x - ops.stop_gradient(mean)), reduction_axes,
+                          keepdims=True)
         return ops.squeeze(mean, reduction_axes), ops.squeeze(variance, reduction_axes), None
-    reduce = all_reduce_sum or (lambda tensors: tensors)
+    all_reduce = all_reduce_sum or (lambda tensors: tensors)
     weights = None
     if mask is None:
-        local_sum = ops.sum(x, axis=reduction_axes, keepdims=True)
+        local_sum = reduce(ops.sum, x, reduction_axes, keepdims=True)
         per_entry = ops.size(x) // ops.size(local_sum)
         local_count = ops.ones_like(local_sum) * ops.cast(per_entry, x.dtype)
     else:
         weights = ops.cast(ops.broadcast_to(mask, ops.shape(x)), x.dtype)
-        local_sum = ops.sum(x * weights, axis=reduction_axes, keepdims=True)
-        local_count = ops.sum(weights, axis=reduction_axes, keepdims=True)
-    total, count = reduce([local_sum, local_count])
+        local_sum = reduce(ops.sum, x * weights, reduction_axes, keepdims=True)
+        local_count = reduce(ops.sum, weights, reduction_axes, keepdims=True)
+    total, count = all_reduce([local_sum, local_count])
     # An entry with no unmasked value has count 0: max(count, 1) keeps its
     # statistics finite, and the layer skips its moving update.
     safe_count = ops.maximum(count, 1.0)
@@ -78,7 +109,8 @@ def moments(x, reduction_axes, mask=None, all_reduce_sum=None):
     deviation = x - ops.stop_gradient(mean)
     if weights is not None:
         deviation = deviation * weights
-    (squares,) = reduce([ops.sum(ops.square(deviation), axis=reduction_axes, keepdims=True)])
+    (squares,) = all_reduce([reduce(ops.sum, ops.square(deviation), reduction_axes,
+                                    keepdims=True)])
     variance = squares / safe_count
     return tuple(ops.squeeze(t, reduction_axes) for t in (mean, variance, count))
 
@@ -224,28 +256,54 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
     Returns:
         `(outputs, mean, variance, count)` as `train_forward`, the statistics
         being the averages over ghost batches; `count` (with a mask) is the
-        smallest per-ghost count, which the layer's validity test reads.
+        number of unmasked entries over all ghost batches.
     """
     rank = len(x.shape)
-    view = ghost_view(x, k)
-    kept = (1,) + tuple(axis + 1 for axis in axes)
-    reduction = tuple(i for i in range(rank + 1) if i not in kept)
-    mask_view = None if mask is None else ghost_view(mask, k)
-    ghost_mean, ghost_variance, ghost_count = moments_fn(view, reduction, mask_view)
+    if mask is None and tuple(axes) == (rank - 1,):
+        # Channels last: (k, G, S, C), statistics reduced over k, then over S
+        # (one long reduction over the non-adjacent axes 0 and 2 ran 10×
+        # slower on TensorFlow's CPU kernels).
+        view = ops.reshape(x, (k, -1, _middle_size(x), x.shape[-1]))
+        kept, reduction = (1, 3), (0, 2)
+        ghost_mean = ops.mean(ops.mean(view, axis=0), axis=1)
+        deviation = view - ops.stop_gradient(ops.expand_dims(ghost_mean, 1))
+        ghost_variance = ops.mean(ops.mean(ops.square(deviation), axis=0), axis=1)
+        ghost_count = None
+    else:
+        view = ghost_view(x, k)
+        kept = (1,) + tuple(axis + 1 for axis in axes)
+        reduction = tuple(i for i in range(rank + 1) if i not in kept)
+        mask_view = None if mask is None else ghost_view(mask, k)
+        ghost_mean, ghost_variance, ghost_count = moments_fn(view, reduction, mask_view)
+    # Normalization uses each ghost batch's biased variance; the moving update
+    # may take the unbiased one.
+    update_variance = ghost_variance
     if unbiased:
-        ghost_variance = bessel(ghost_variance, entries(view, reduction, ghost_count))
+        update_variance = bessel(ghost_variance, entries(view, reduction, ghost_count))
     if ghost_count is None:
-        mean, variance = ops.mean(ghost_mean, axis=0), ops.mean(ghost_variance, axis=0)
+        mean, variance = ops.mean(ghost_mean, axis=0), ops.mean(update_variance, axis=0)
         count = None
     else:
-        total = ops.maximum(ops.sum(ghost_count, axis=0), 1.0)
-        mean = ops.sum(ghost_mean * ghost_count, axis=0) / total
-        variance = ops.sum(ghost_variance * ghost_count, axis=0) / total
-        count = ops.min(ghost_count, axis=0)
+        total = ops.sum(ghost_count, axis=0)
+        safe_total = ops.maximum(total, 1.0)
+        mean = ops.sum(ghost_mean * ghost_count, axis=0) / safe_total
+        # A ghost batch with no entry has weight 0 (and its NaN from Bessel's
+        # 0/0 must not leak through 0 · NaN).
+        weighted = ops.where(ghost_count > 0, update_variance * ghost_count, 0.0)
+        variance = ops.sum(weighted, axis=0) / safe_total
+        count = total
     if correction is not None:
         gamma, beta = correction(mean, variance, gamma, beta)
     outputs = normalize(view, ghost_mean, ghost_variance, gamma, beta, epsilon, kept)
     return ops.reshape(outputs, ops.shape(x)), mean, variance, count
+
+
+def _middle_size(x):
+    """The product of the axes between the batch axis and the last one (1 for rank 2)."""
+    size = 1
+    for axis in range(1, len(x.shape) - 1):
+        size = size * (x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis])
+    return size
 
 
 def entries(x, reduction_axes, count=None):

@@ -215,6 +215,54 @@ def matmul_train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None
     return outputs, mean, variance, None
 
 
+def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=None,
+                        correction=None, unbiased=False):
+    """Ghost batch norm in training mode (see `_generic.ghost_train_forward`):
+    the fused kernel for large tensors outside XLA, the generic ops otherwise.
+    The layer sends masks and renorm to `_generic` directly."""
+    def generic():
+        return _generic.ghost_train_forward(x, gamma, beta, epsilon, axes, None, k,
+                                            unbiased=unbiased)
+
+    if _in_xla_function():
+        return generic()
+    return _by_size(x, lambda: fused_ghost_train_forward(x, gamma, beta, epsilon, axes, None, k,
+                                                         unbiased=unbiased), generic)
+
+
+def fused_ghost_train_forward(x, gamma, beta, epsilon, axes=None, mask=None, k=None,
+                              moments_fn=None, correction=None, unbiased=False):
+    """Ghost batch norm in the fused kernel: every (ghost batch, channel) pair is
+    one channel of the kernel.
+
+    The batch viewed as (k, G, S, C) (ghost batch g = samples g, g + G, …,
+    as `_generic.ghost_view`) is transposed to (k, S, G, C), so that the
+    kernel's channels are the G·C pairs, normalized over k·S entries each; the
+    output is transposed back. The kernel's variance is the Bessel-corrected
+    one, which is what `unbiased` asks for; otherwise it is turned back into
+    the biased one.
+    """
+    channels = x.shape[-1]
+    ghosts = tf.shape(x)[0] // k
+    view = tf.reshape(x, tf.stack([k, ghosts, -1, channels]))
+    pairs = tf.transpose(view, [0, 2, 1, 3])
+    rows = tf.shape(pairs)[1]
+    scale, offset = _scale_and_offset(gamma, beta, channels)
+    empty = tf.constant([], tf.float32)
+    result = tf.raw_ops.FusedBatchNormV3(
+        x=tf.reshape(pairs, tf.stack([k, rows, 1, ghosts * channels])),
+        scale=tf.tile(scale, [ghosts]), offset=tf.tile(offset, [ghosts]), mean=empty,
+        variance=empty, epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+        is_training=True,
+    )
+    m = tf.cast(k * rows, tf.float32)
+    variance = result.batch_variance if unbiased else result.batch_variance * ((m - 1.0) / m)
+    mean = tf.reduce_mean(tf.reshape(result.batch_mean, [-1, channels]), axis=0)
+    variance = tf.reduce_mean(tf.reshape(variance, [-1, channels]), axis=0)
+    outputs = tf.transpose(tf.reshape(result.y, tf.shape(pairs)), [0, 2, 1, 3])
+    return tf.reshape(outputs, tf.shape(x)), mean, variance, None
+
+
 def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
     """Inference-mode forward pass in the fused kernel, whatever the size."""
     scale, offset = _scale_and_offset(gamma, beta, x.shape[-1])
@@ -229,5 +277,6 @@ def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
 # The fused kernel at every size, with the kernel-module interface: what
 # `KBN_PATH=fast` selects, so the parity suite's small tensors exercise it too.
 always_fused = types.SimpleNamespace(
-    train_forward=fused_train_forward, infer_forward=fused_infer_forward
+    train_forward=fused_train_forward, infer_forward=fused_infer_forward,
+    ghost_train_forward=fused_ghost_train_forward,
 )

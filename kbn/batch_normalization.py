@@ -43,12 +43,24 @@ class BatchNormalization(keras.layers.Layer):
 
     The constructor, the weights (names, order, shapes, float32) and the numbers
     are those of `keras.layers.BatchNormalization`: weights copy across with
-    `get_weights` / `set_weights`, configs load in either class.
+    `get_weights` / `set_weights`, configs load in either class. The options
+    Keras 3 lacks (`virtual_batch_size`, `axis` lists, `momentum=None`,
+    `unbiased_moving_variance`, `track_moving_statistics=False`) appear in the
+    config only when set, so a config without them is exactly Keras's.
 
     Args:
         axis: Integer, the channel axis (usually -1, or 1 for
-            `channels_first`); statistics are per entry of this axis.
-        momentum: Float in [0, 1], the moving averages' momentum.
+            `channels_first`); statistics are per entry of this axis. A list
+            or tuple of integers (tf.keras 2's semantics) takes statistics per
+            entry of all those axes together: `axis=[1, 3]` (or `[3, 1]`, or
+            `[1, -1]`) on (N, H, W, C) inputs gives γ, β and the moving
+            statistics the shape (H, C), the axes in input order.
+        momentum: Float in [0, 1], the moving averages' momentum; or None
+            for a cumulative average (PyTorch's `momentum=None`): after n
+            training batches the moving statistics are the plain mean of the
+            n batches' statistics. The weight `num_batches_tracked` (float32,
+            one count per entry, non-trainable) holds n; a batch that NaN
+            safety skips for an entry is not counted for it.
         epsilon: Float > 0 added to the variance before the square root.
         center: If True, learn an offset β; if False, β is 0.
         scale: If True, learn a scale γ; if False, γ is 1 (fine when the next
@@ -68,6 +80,30 @@ class BatchNormalization(keras.layers.Layer):
         synchronized: If True, under a `tf.distribute` strategy the batch
             statistics are taken over the global batch of all replicas.
             TensorFlow backend only.
+        virtual_batch_size: None, or an integer k >= 1 for ghost batch
+            normalization (Hoffer et al. 2017), with tf.keras 2's numbers: in
+            training the batch of N samples is split into N/k ghost batches
+            of k samples, grouped as tf.keras groups them (ghost batch g holds
+            samples g, g + N/k, g + 2N/k, …), each normalized with its own
+            statistics; the moving statistics take one update per batch, from
+            the mean over ghost batches of their statistics. Inference uses
+            the moving statistics at any batch size. A training batch that k
+            does not divide is an error, and nothing is updated. Works with
+            masks (each ghost batch then weighs by its unmasked entries) and
+            renorm (r and d from the averaged statistics, as tf.keras);
+            not with `synchronized`.
+        unbiased_moving_variance: If True, the batch variance that enters the
+            moving variance is multiplied by m/(m − 1), m the number of
+            entries behind each statistic (per ghost batch with
+            `virtual_batch_size`; a mask's count with a mask), as PyTorch's
+            `running_var` and the paper's Algorithm 2 do. Training still
+            normalizes with the biased variance. m = 1 is an error (a masked
+            entry with one value is skipped). Not with `renorm`.
+        track_moving_statistics: If False (PyTorch's
+            `track_running_stats=False`), no moving statistics are created,
+            and inference normalizes with the batch's own statistics too
+            (over the whole batch, even with `virtual_batch_size`). Not with
+            `renorm`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments:
@@ -82,6 +118,9 @@ class BatchNormalization(keras.layers.Layer):
           Training by Reducing Internal Covariate Shift", 2015,
           arXiv:1502.03167.
         - Ioffe, "Batch Renormalization", 2017, arXiv:1702.03275.
+        - Hoffer, Hubara & Soudry, "Train longer, generalize better: closing
+          the generalization gap in large batch training of neural
+          networks", 2017, arXiv:1705.08741 (ghost batch normalization).
 
     Training vs inference: training mode needs `training=True` *and* a
     trainable layer; `fit()` passes `training=True`, `predict()` and
@@ -296,7 +335,10 @@ class BatchNormalization(keras.layers.Layer):
         that holds the math of the layer's options (see `_generic`)."""
         correction = self._renorm_scale_and_offset if self.renorm else None
         if self.virtual_batch_size is not None:
-            return _generic.ghost_train_forward(
+            # Masks and renorm need the statistics before normalizing: generic.
+            simple = mask is None and correction is None
+            kernel = self._kernel(x, training=True, mask=mask) if simple else _generic
+            return kernel.ghost_train_forward(
                 x, gamma, beta, self.epsilon, self._axes, mask, self.virtual_batch_size,
                 moments_fn=self._moments_fn, correction=correction,
                 unbiased=self.unbiased_moving_variance,
@@ -331,9 +373,11 @@ class BatchNormalization(keras.layers.Layer):
                 raise ValueError(message.format(batch))
         if self.unbiased_moving_variance and self.track_moving_statistics:
             per_sample = 1
-            for axis in self._reduction_axes[1:]:
-                per_sample *= x.shape[axis]
-            samples = k if k is not None else batch
+            for axis in self._reduction_axes:
+                per_sample *= x.shape[axis] if axis != 0 else 1
+            # Samples per statistic: a ghost batch's k, the batch, or 1 when
+            # the batch axis is itself normalized (`axis` holding 0).
+            samples = k if k is not None else (batch if 0 in self._reduction_axes else 1)
             message = ("unbiased_moving_variance=True multiplies the batch variance by "
                        "m/(m - 1), which needs m >= 2 entries per statistic; inputs of "
                        f"shape {tuple(x.shape)} give m = {{}}.")
@@ -373,12 +417,14 @@ class BatchNormalization(keras.layers.Layer):
     def _kernel(self, x, training, mask):
         """The one place that picks the module doing the forward math.
 
-        Every kernel module offers `train_forward` and `infer_forward` with
-        `_generic`'s signatures and numbers. On TensorFlow, `_tf_fast` (the
-        fused kernel) takes every call it can serve and `_generic` the rest;
-        renorm always takes the generic functions (its output needs the
-        statistics before normalizing). `_tf_fast` itself sends tensors too
-        small to gain from the fused kernel to the generic functions.
+        Every kernel module offers `train_forward`, `ghost_train_forward` and
+        `infer_forward` with `_generic`'s signatures and numbers. On
+        TensorFlow, `_tf_fast` (the fused kernel) takes every call it can
+        serve and `_generic` the rest; on PyTorch `_torch_fast` (ATen's native
+        batch norm) likewise; JAX has no fast module (XLA fuses the generic
+        ops). Renorm and masked ghost batches never come here: their output
+        needs the statistics before normalizing. A fast module itself sends
+        tensors too small to gain from its kernel to the generic functions.
 
         The environment variable `KBN_PATH` overrides this, for tests and
         benchmarks: `generic` uses the generic path everywhere, `fast` the

@@ -9,6 +9,7 @@ import pytest
 from tensorboard_events import tags_by_plugin
 from tiny_runs import run_dirs, tiny_compare
 from train import compare, report
+from train.models import VARIANTS
 from train.runs import RunResult
 
 
@@ -26,7 +27,7 @@ def test_prints_the_table_and_the_agreement(compare_run):
     status, output, experiment = compare_run
     assert status == 0
     table = output[output.index("variant  epochs to 0.95") :]
-    assert [line.split()[0] for line in table.splitlines()[2:5]] == ["none", "keras", "kbn"]
+    assert [line.split()[0] for line in table.splitlines()[2:5]] == list(VARIANTS)
     assert "keras vs kbn: curves agree" in output
     assert f"plot: {experiment}" in output and "make tensorboard" in output
 
@@ -48,7 +49,7 @@ def test_three_runs_share_a_timestamp_and_start_equal(compare_run):
     stamps = {os.path.basename(folder)[:15] for folder in folders}
     assert len(stamps) == 1
     summaries = [_summary(folder) for folder in folders]
-    assert [s["variant"] for s in summaries] == ["none", "keras", "kbn"]
+    assert [s["variant"] for s in summaries] == list(VARIANTS)
     keras_summary, kbn_summary = summaries[1], summaries[2]
     for key in ("best_val_accuracy", "final_val_accuracy", "final_val_loss"):
         assert keras_summary[key] == pytest.approx(kbn_summary[key], abs=1e-3)
@@ -110,7 +111,7 @@ def test_comparison_table_says_never():
         "seconds_per_epoch": 0.25,
         "stopped_early": None,
     }
-    table = report.comparison_table([RunResult("x", summary, [], [])], 0.95)
+    table = report.comparison_table({"none": RunResult("x", summary, [], [])}, 0.95)
     header, rule, row = table.splitlines()
     assert header.startswith("variant  epochs to 0.95") and set(rule) <= {"-", " "}
     assert row.split() == ["none", "never", "0.9000", "0.9000", "0.3000", "0.250"]

@@ -318,3 +318,35 @@ def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
         x = tf.constant(rng.normal(1.0, 2.0, (batch, 1, channels)).astype("float32"))
         for a, b in zip(fast(x), generic(x)):
             _assert_close(a.numpy(), b.numpy(), f"batch {batch}")
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("shape,k", [((64, 100), 16), ((32, 6, 6, 16), 8), ((24, 5, 7), 4),
+                                     ((16, 3, 4, 5, 6), 8)])
+def test_fused_ghost_batches_match_generic(shape, k, unbiased):
+    """The fused ghost kernel (a transposed view whose channels are the (ghost
+    batch, channel) pairs) against `_generic.ghost_train_forward`, eager and in
+    a graph with an unknown batch size."""
+    rng = np.random.default_rng(len(shape) * k)
+    x = tf.constant(rng.normal(1.0, 2.0, shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    gamma = tf.constant(rng.uniform(0.5, 1.5, shape[-1]).astype("float32"))
+    beta = tf.constant(rng.normal(size=shape[-1]).astype("float32"))
+    axes = (len(shape) - 1,)
+
+    def run(module, x):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y, mean, variance, _ = module.ghost_train_forward(
+                x, gamma, beta, EPSILON, axes, None, k, unbiased=unbiased)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, mean, variance] + tape.gradient(loss, [x, gamma, beta])
+
+    dynamic = tf.TensorSpec((None,) + shape[1:])
+    for fused, generic, how in (
+        (run(FUSED, x), run(_generic, x), "eager"),
+        (tf.function(lambda x: run(FUSED, x), input_signature=[dynamic])(x),
+         run(_generic, x), "graph"),
+    ):
+        for name, a, b in zip(("y", "mean", "variance", "dx", "dgamma", "dbeta"), fused, generic):
+            _assert_close(a, b, f"{how}: {name}")

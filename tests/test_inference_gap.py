@@ -98,10 +98,10 @@ def test_tables_show_the_recalibrated_accuracy():
                "stopped_early": None, "val_accuracy_recalibrated": 0.88,
                "val_loss_recalibrated": 1.05}
     result = RunResult("run", summary, [], [])
-    table = report.comparison_table([result], 0.95).splitlines()
+    table = report.comparison_table({"kbn": result}, 0.95).splitlines()
     assert table[0].split("  ")[:7] == ["variant", "epochs to 0.95", "best val acc",
                                         "final val acc", "final val loss", "recal val acc",
                                         "recal val loss"]
     assert table[2].split()[5:7] == ["0.8800", "1.0500"]
-    sweep = report.sweep_table({1.0: [result]}, ["kbn"], 0.95)
+    sweep = report.sweep_table({1.0: {"kbn": result}}, ["kbn"], 0.95)
     assert "never (0.300, recalibrated 0.880)" in sweep

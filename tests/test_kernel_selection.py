@@ -37,8 +37,8 @@ def test_what_the_fast_path_cannot_serve_falls_back(monkeypatch, kwargs):
     assert kernel_for(monkeypatch, "fast", **kwargs) is _generic
 
 
-@pytest.mark.parametrize("config", [{"renorm": True}, {"virtual_batch_size": 4}])
-def test_renorm_and_ghost_batches_never_ask_for_a_kernel(monkeypatch, config):
+@pytest.mark.parametrize("config", [{"renorm": True}, {"virtual_batch_size": 4, "renorm": True}])
+def test_renorm_never_asks_for_a_kernel(monkeypatch, config):
     """Their math lives in `_generic` only (the output needs the statistics first)."""
     layer = kbn.BatchNormalization(**config)
     layer.build((8, 4))
@@ -84,3 +84,13 @@ def test_both_paths_give_the_same_numbers_inside_fit(monkeypatch):
     for path in ("auto", "fast"):
         for a, b in zip(results[path], results["generic"]):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_ghost_batches_take_the_fused_kernel_unless_masked(monkeypatch):
+    assert kernel_for(monkeypatch, "fast", virtual_batch_size=4) is _tf_fast.always_fused
+    layer = kbn.BatchNormalization(virtual_batch_size=4)
+    layer.build((8, 4))
+    asked = []
+    monkeypatch.setattr(layer, "_kernel", lambda *a, **k: asked.append(1) or _generic)
+    layer(np.ones((8, 4), "float32"), training=True, mask=np.ones((8,), bool))
+    assert not asked  # a mask goes to _generic without asking

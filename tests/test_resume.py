@@ -75,7 +75,8 @@ def test_interrupt_keeps_summary_and_checkpoint(runs):
     assert status == 130
     assert summary["status"] == "interrupted" and summary["stopped_early"] == "interrupted"
     assert summary["epochs_run"] == INTERRUPTED_AFTER
-    assert checkpoint == {"epochs_done": INTERRUPTED_AFTER}
+    assert checkpoint["epochs_done"] == INTERRUPTED_AFTER
+    assert checkpoint["file"] == "checkpoint.keras" and len(checkpoint["sha256"]) == 64
 
 
 def test_resumed_run_equals_uninterrupted_run(runs):

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from tiny_runs import run_dirs, tiny_compare
+from train.models import VARIANTS
 
 TENSORBOARD = os.path.join(os.path.dirname(sys.executable), "tensorboard")
 STARTUP_SECONDS = 90
@@ -102,12 +103,12 @@ def test_hparams_dashboard_compares_the_variants(server):
     experiment = _get(port, "/data/plugin/hparams/experiment", {"experimentName": ""})
     infos = {info["name"]: info for info in experiment["hparamInfos"]}
     assert {"variant", "lr", "batch_size", "dataset"} <= set(infos)
-    assert set(infos["variant"]["domainDiscrete"]) == {"none", "keras", "kbn"}
+    assert set(infos["variant"]["domainDiscrete"]) == set(VARIANTS)
     groups = _get(port, "/data/plugin/hparams/session_groups",
                   {"experimentName": "", "startIndex": 0, "sliceSize": 100,
                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                        "STATUS_RUNNING"],
                    "colParams": [], "aggregationType": "AGGREGATION_AVG"})
     variants = {group["hparams"]["variant"] for group in groups["sessionGroups"]}
-    assert variants == {"none", "keras", "kbn"}
+    assert variants == set(VARIANTS)
     assert len(groups["sessionGroups"]) == len(folders)

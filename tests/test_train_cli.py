@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tensorboard_events import scalar_values, tags_by_plugin
-from train import runs
+from train import run_folder
 from train import compare as compare_command
 from train import lr_sweep as lr_sweep_command
 from train import train as train_command
@@ -121,10 +121,10 @@ def test_nan_loss_stops_and_is_recorded(tmp_path, capsys):
 
 
 def test_run_folders_are_never_reused(tmp_path):
-    first = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    first = run_folder.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
     open(os.path.join(first, "summary.json"), "w").write("{}")
-    second = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
-    third = runs.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    second = run_folder.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
+    third = run_folder.make_run_dir(str(tmp_path), "exp", "same", stamp="20250101-000000")
     assert len({first, second, third}) == 3
     assert second.endswith("same-2") and third.endswith("same-3")
     assert os.listdir(first) == ["summary.json"] and os.listdir(second) == []

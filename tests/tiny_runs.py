@@ -6,6 +6,7 @@ import io
 import os
 
 from train import compare
+from train.models import VARIANTS
 
 TINY_COMPARE = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "6", "--batch-log-every", "6"]
 
@@ -28,5 +29,5 @@ def run_dirs(experiment):
     """The run folders of the compare, in the order none, keras, kbn."""
     return [
         glob.glob(os.path.join(experiment, f"*-digits-{variant}"))[0]
-        for variant in ("none", "keras", "kbn")
+        for variant in VARIANTS
     ]

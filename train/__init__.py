@@ -3,6 +3,7 @@
 python -m train.compare            # no BN vs Keras BN vs kbn BN (the `make run` job)
 python -m train.train --bn kbn     # one run
 python -m train.lr_sweep           # every variant over a range of learning rates
+python -m train.diff_runs A B      # how far two runs are apart (e.g. 1 process vs 2 workers)
 """
 
 import os

@@ -13,8 +13,9 @@ import os
 import sys
 import tempfile
 
+from train import distributed
 from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train.models import BN_CHOICES, BN_POSITIONS, MODELS
+from train.models import BN_POSITIONS, MODELS, VARIANTS
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -31,7 +32,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
-    """The shared parser: data, model, batch norm, optimization, logging groups."""
+    """The shared parser: data, model, batch norm, optimization, distribution, logging groups."""
     parser = _OneLineParser(
         prog=f"python -m train.{experiment}",
         description=doc,
@@ -88,7 +89,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         bn.add_argument(
             "--bn",
             default="kbn",
-            choices=BN_CHOICES,
+            choices=VARIANTS,
             help="none, keras.layers.BatchNormalization, or kbn.BatchNormalization" + show,
         )
     bn.add_argument(
@@ -101,6 +102,13 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         "--bn-momentum", type=float, default=0.99, help="moving-average momentum" + show
     )
     bn.add_argument("--bn-epsilon", type=float, default=1e-3, help="added to the variance" + show)
+    bn.add_argument(
+        "--bn-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="under a strategy, batch statistics over the global batch (--bn-sync) or over "
+        "each replica's slice (--no-bn-sync) (default: sync under mirrored and multi-worker)",
+    )
     bn.add_argument(
         "--recalibrate",
         action="store_true",
@@ -115,7 +123,12 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     optimization.add_argument(
         "--momentum", type=float, default=0.0, help="SGD momentum (not BN's)" + show
     )
-    optimization.add_argument("--batch-size", type=int, default=60, help=show.strip())
+    optimization.add_argument(
+        "--batch-size",
+        type=int,
+        default=60,
+        help="the global batch: all replicas together, under any --strategy" + show,
+    )
     optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
     optimization.add_argument(
         "--seed",
@@ -129,6 +142,31 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         default=0.95,
         help="validation accuracy that counts as converged" + show,
     )
+
+    distribution = parser.add_argument_group("distribution (see README: More than one machine)")
+    distribution.add_argument(
+        "--strategy",
+        default="default",
+        choices=distributed.STRATEGIES,
+        help="default: one process, one device; mirrored: --devices N replicas in this process; "
+        "multi-worker: one replica per worker process (--workers N local processes, or the "
+        "cluster TF_CONFIG names); --batch-size stays the global batch" + show,
+    )
+    distribution.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="mirrored: N replicas (on a machine without GPUs the CPU is split into N logical "
+        "devices)",
+    )
+    distribution.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="multi-worker without TF_CONFIG: start N worker processes on 127.0.0.1",
+    )
+    # Set by train/workers.py for the processes it starts: the run folders' time stamp.
+    parser.add_argument("--stamp", help=argparse.SUPPRESS)
 
     logging = parser.add_argument_group("logging")
     logging.add_argument("--logdir", default="logs", help="root of all runs" + show)
@@ -222,7 +260,28 @@ def check(args):
         args.dataset = extension[1:]
     elif args.label_column is not None:
         raise UsageError("--label-column needs --data PATH.csv")
+    check_distribution(args)
     check_logdir(os.path.join(args.logdir, args.experiment))
+
+
+def check_distribution(settings):
+    """Raises UsageError for bad strategy flags or TF_CONFIG; fills in `bn_sync`, `replicas`."""
+    try:
+        distributed.check(settings)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def start_distribution(prog, settings):
+    """Starts the strategy the settings name; a failure is one line and exit 2."""
+    try:
+        distribution = distributed.start(settings)
+    except ValueError as error:
+        fail(prog, error)
+    if not distribution.is_chief:
+        print(f"worker {distribution.worker} of {distribution.workers}: training; worker 0,"
+              " the chief, reports the progress and writes the run folder", flush=True)
+    return distribution
 
 
 def check_logdir(folder):

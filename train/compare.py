@@ -4,6 +4,7 @@
     python -m train.compare --lr 0.3 --epochs 40
     python -m train.compare --dataset placement --hidden 16,16 --epochs 30
     python -m train.compare --input-norm standard   # normalized inputs: the plain net catches up
+    python -m train.compare --strategy multi-worker --workers 2   # on 2 local worker processes
 
 All three variants start from the same initial weights (same seed) and see the
 same batches in the same order. Prints a table, checks that the Keras and kbn
@@ -14,59 +15,75 @@ curves agree within 1e-3, and writes a PNG next to the run folders in
 import os
 import sys
 
-from train import cli, disagreement, plots, report, runs
+from train import cli, disagreement, distributed, plots, report, run_folder, runs, workers
 from train.datasets import DatasetError
+from train.models import VARIANTS
 from train.train import load_data
-
-VARIANTS = ("none", "keras", "kbn")
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = cli.make_parser(__doc__, experiment="compare", bn_flag=False)
     args = cli.parse(parser, argv)
     try:
         data = load_data(args)
     except DatasetError as error:
         cli.fail(parser.prog, error)
+    if distributed.needs_local_workers(args):
+        return workers.launch("train.compare", args, argv, parser.prog)
+    distribution = cli.start_distribution(parser.prog, args)
 
-    stamp = runs.timestamp()
+    stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or data.name
-    results = []
+    results = {}
     for variant in VARIANTS:
-        run_dir = runs.make_run_dir(args.logdir, args.experiment, f"{run_name}-{variant}", stamp)
-        print(f"--- {variant}: {run_dir}", flush=True)
-        results.append(runs.train_variant(args, data, variant, run_dir))
-        if results[-1].summary["stopped_early"] == "interrupted":
+        run_dir = None  # workers other than the chief write nothing
+        if distribution.is_chief:
+            run_dir = run_folder.make_run_dir(
+                args.logdir, args.experiment, f"{run_name}-{variant}", stamp
+            )
+            print(f"--- {variant}: {run_dir}", flush=True)
+        results[variant] = runs.train_variant(args, data, variant, run_dir,
+                                              distribution=distribution)
+        if results[variant].summary["stopped_early"] == "interrupted":
             break
+    if not distribution.is_chief:
+        return distributed.leave(distribution, _status(results))
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
     plots.plot_comparison(results, plot_path, args.target_accuracy)
-    plots.log_image_to_runs(plot_path, [result.run_dir for result in results])
+    plots.log_image_to_runs(plot_path, [result.run_dir for result in results.values()])
 
     print()
     print(report.setup_line(args, data))
     print(report.comparison_table(results, args.target_accuracy))
-    status = 0
     if len(results) == len(VARIANTS):
-        agree, difference = report.curves_agree(results[1].rows, results[2].rows)
+        keras_rows, kbn_rows = results["keras"].rows, results["kbn"].rows
+        agree, difference = report.curves_agree(keras_rows, kbn_rows)
         verdict = "agree" if agree else "DISAGREE"
-        diverged = all(result.summary["stopped_early"] == "nan" for result in results[1:])
+        diverged = all(results[v].summary["stopped_early"] == "nan" for v in ("keras", "kbn"))
         print(
             f"keras vs kbn: curves {verdict} (max |difference| {difference:.1e} over"
-            f" {len(results[1].rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
+            f" {len(keras_rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )
         if not agree:
-            print("\n".join(disagreement.reasons(results[1].summary, results[2].summary)))
-        status = 0 if agree else 1
+            print("\n".join(disagreement.reasons(results["keras"].summary,
+                                                 results["kbn"].summary)))
     else:
-        status = 130
         print("interrupted: the table shows the runs so far")
     print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return status
+    return distributed.leave(distribution, _status(results))
+
+
+def _status(results):
+    """0, 1 if the keras and kbn curves disagree, or the interrupted run's 130/143."""
+    if len(results) < len(VARIANTS):
+        return list(results.values())[-1].exit_status
+    return 0 if report.curves_agree(results["keras"].rows, results["kbn"].rows)[0] else 1
 
 
 if __name__ == "__main__":

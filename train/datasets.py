@@ -26,6 +26,8 @@ import dataclasses
 import gzip
 import os
 import pickle
+import typing
+from typing import Optional
 
 import numpy as np
 
@@ -59,6 +61,21 @@ DATASET_HELP = {
     "cifar10": "32x32 colour images via keras.datasets (download or Keras cache)",
 }
 INPUT_NORMS = ("auto", "unit", "standard", "none")
+
+
+class Loaded(typing.NamedTuple):
+    """What one loader returns, before labels are encoded and inputs normalized.
+
+    `x_val`/`y_val` are None when the dataset has no test split of its own;
+    `pixel_range` is None when the data are not pixels of a known range.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: Optional[np.ndarray]
+    y_val: Optional[np.ndarray]
+    is_image: bool
+    pixel_range: Optional[float]
 
 
 class DatasetError(Exception):
@@ -127,14 +144,15 @@ def load_dataset(
         loaded = _KERAS_LOADERS[name](cache_dir)
     else:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    x, y, x_val, y_val, is_image, pixel_range = loaded
-
-    y, y_val, num_classes = _encode_labels(y, y_val)
+    y, y_val, num_classes = _encode_labels(loaded.y, loaded.y_val)
+    x, x_val = loaded.x, loaded.x_val
     if x_val is None:
         x, y, x_val, y_val = _stratified_split(x, y, validation_split, seed)
     if input_norm == "auto":
-        input_norm = "unit" if is_image else "standard"
-    x, x_val = _normalize(x.astype("float64"), x_val.astype("float64"), input_norm, pixel_range)
+        input_norm = "unit" if loaded.is_image else "standard"
+    x, x_val = _normalize(
+        x.astype("float64"), x_val.astype("float64"), input_norm, loaded.pixel_range
+    )
     return Dataset(
         name=name,
         x_train=x.astype("float32"),
@@ -142,7 +160,7 @@ def load_dataset(
         x_val=x_val.astype("float32"),
         y_val=y_val,
         num_classes=num_classes,
-        is_image=is_image,
+        is_image=loaded.is_image,
         input_norm=input_norm,
     )
 
@@ -159,21 +177,21 @@ def make_placement(samples, seed):
     iq = rng.normal(100.0, 15.0, samples).round()
     score = 1.6 * (cgpa - 7.5) + 0.06 * (iq - 100.0) + rng.normal(0.0, 1.0, samples)
     x = np.stack([cgpa, iq], axis=1)
-    return x, (score > 0).astype("int64"), None, None, False, None
+    return Loaded(x, (score > 0).astype("int64"), None, None, False, None)
 
 
 def _load_digits():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return digits.images[..., None], digits.target, None, None, True, 16.0
+    return Loaded(digits.images[..., None], digits.target, None, None, True, 16.0)
 
 
 def _load_breast_cancer():
     from sklearn.datasets import load_breast_cancer
 
     table = load_breast_cancer()
-    return table.data, table.target, None, None, False, None
+    return Loaded(table.data, table.target, None, None, False, None)
 
 
 def _cached_or_download(
@@ -214,7 +232,7 @@ def _load_mnist(cache_dir):
     except (OSError, KeyError, ValueError) as error:
         raise DatasetError(f"mnist: cannot read {path}: {error}") from None
     x, y, x_val, y_val = arrays
-    return x[..., None], y, x_val[..., None], y_val, True, 255.0
+    return Loaded(x[..., None], y, x_val[..., None], y_val, True, 255.0)
 
 
 def _read_idx(path, offset):
@@ -239,7 +257,7 @@ def _load_fashion_mnist(cache_dir):
         raise DatasetError(
             f"fashion_mnist: cannot read {os.path.dirname(paths[0])}: {error}"
         ) from None
-    return x, y, x_val, y_val, True, 255.0
+    return Loaded(x, y, x_val, y_val, True, 255.0)
 
 
 def _read_cifar_batch(path):
@@ -262,7 +280,7 @@ def _load_cifar10(cache_dir):
         raise DatasetError(f"cifar10: cannot read {folder}: {error}") from None
     x = np.concatenate([images for images, _ in train])
     y = np.concatenate([labels for _, labels in train])
-    return x, y, x_val, y_val, True, 255.0
+    return Loaded(x, y, x_val, y_val, True, 255.0)
 
 
 _KERAS_LOADERS = {
@@ -295,7 +313,7 @@ def _load_npz(path):
     if x.ndim == 3:  # grayscale images without a channel axis
         x, x_val = x[..., None], x_val[..., None]
     pixel_range = 255.0 if x.dtype == np.uint8 else float(np.max(np.abs(x))) or 1.0
-    return x, y.reshape(-1), x_val, y_val.reshape(-1), is_image, pixel_range
+    return Loaded(x, y.reshape(-1), x_val, y_val.reshape(-1), is_image, pixel_range)
 
 
 def _load_csv(path, label_column):
@@ -318,7 +336,7 @@ def _load_csv(path, label_column):
         x = np.array(features, dtype="float64")
     except ValueError as error:
         raise DatasetError(f"--data {path}: non-numeric feature ({error})") from None
-    return x, labels, None, None, False, None
+    return Loaded(x, labels, None, None, False, None)
 
 
 def _encode_labels(y, y_val):

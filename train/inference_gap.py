@@ -21,6 +21,19 @@ import kbn
 GAP_POINTS = 5.0
 
 
+def inference_metrics(model, x, y, batch_size):
+    """Mean sparse cross-entropy and accuracy on (x, y) in inference mode, in batches."""
+    loss_sum = correct = 0.0
+    for start in range(0, len(x), batch_size):
+        labels = y[start:start + batch_size]
+        probabilities = model(x[start:start + batch_size], training=False)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+        loss_sum += float(keras.ops.convert_to_numpy(keras.ops.sum(losses)))
+        predicted = np.argmax(keras.ops.convert_to_numpy(probabilities), axis=-1)
+        correct += int(np.sum(predicted == labels))
+    return loss_sum / len(x), correct / len(x)
+
+
 def batch_statistics_accuracy(model, x, y, batch_size):
     """Accuracy on (x, y) with every BN layer normalizing with batch statistics.
 
@@ -46,8 +59,7 @@ def after_training(model, data, args, label):
     Prints one line when the gap exceeds `GAP_POINTS`, and one line with the
     recalibrated numbers.
     """
-    loss, accuracy = model.evaluate(data.x_val, data.y_val, batch_size=args.batch_size,
-                                    verbose=0)
+    loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
     # The last batch may hold a single sample, whose batch variance is 0: batches of at
     # least 2 (the layer refuses 1 with an unbiased variance).
     batch_stats = batch_statistics_accuracy(model, data.x_val, data.y_val,
@@ -67,8 +79,7 @@ def after_training(model, data, args, label):
         except ValueError as error:
             print(f"[{label}] --recalibrate skipped: {error}", flush=True)
             return entries
-        loss, accuracy = model.evaluate(data.x_val, data.y_val, batch_size=args.batch_size,
-                                        verbose=0)
+        loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
         entries.update(val_accuracy_recalibrated=accuracy, val_loss_recalibrated=loss)
         print(f"[{label}] recalibrated: validation accuracy {entries['val_accuracy_ema']:.4f}"
               f" → {accuracy:.4f}, loss {entries['val_loss_ema']:.4f} → {loss:.4f}", flush=True)

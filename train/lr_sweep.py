@@ -12,15 +12,16 @@ next to the run folders in <logdir>/<experiment>/.
 import os
 import sys
 
-from train import cli, plots, report, runs
+from train import cli, distributed, plots, report, run_folder, runs, workers
 from train.datasets import DatasetError
-from train.models import BN_CHOICES
+from train.models import VARIANTS
 from train.train import load_data
 
 DEFAULT_LRS = "0.05,0.1,0.3,1,3,10,20"
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = cli.make_parser(__doc__, experiment="lr_sweep", bn_flag=False)
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument(
@@ -31,7 +32,7 @@ def main(argv=None):
     )
     sweep.add_argument(
         "--variants",
-        default="none,keras,kbn",
+        default=",".join(VARIANTS),
         metavar="V,V,...",
         help="BN variants to train at each rate (default: %(default)s)",
     )
@@ -39,35 +40,43 @@ def main(argv=None):
     try:
         rates = cli.parse_floats(args.lrs, "--lrs")
         variants = tuple(args.variants.split(","))
-        unknown = [variant for variant in variants if variant not in BN_CHOICES]
+        unknown = [variant for variant in variants if variant not in VARIANTS]
         if unknown:
             raise cli.UsageError(
-                f"--variants: unknown {', '.join(unknown)}; use {', '.join(BN_CHOICES)}"
+                f"--variants: unknown {', '.join(unknown)}; use {', '.join(VARIANTS)}"
             )
         data = load_data(args)
     except (cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)
+    if distributed.needs_local_workers(args):
+        return workers.launch("train.lr_sweep", args, argv, parser.prog)
+    distribution = cli.start_distribution(parser.prog, args)
 
-    stamp = runs.timestamp()
+    stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or data.name
     results_by_lr = {}
-    interrupted = False
+    interrupted = None
     for lr in rates:
         args.lr = lr
-        results_by_lr[lr] = []
+        results_by_lr[lr] = {}
         for variant in variants:
-            run_dir = runs.make_run_dir(
-                args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
-            )
-            print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)
-            result = runs.train_variant(args, data, variant, run_dir)
-            results_by_lr[lr].append(result)
-            interrupted = result.summary["stopped_early"] == "interrupted"
-            if interrupted:
+            run_dir = None  # workers other than the chief write nothing
+            if distribution.is_chief:
+                run_dir = run_folder.make_run_dir(
+                    args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
+                )
+                print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)
+            result = runs.train_variant(args, data, variant, run_dir, distribution=distribution)
+            results_by_lr[lr][variant] = result
+            if result.summary["stopped_early"] == "interrupted":
+                interrupted = result
                 break
         if interrupted:
             del results_by_lr[lr]  # an incomplete row would misalign the table
             break
+    status = interrupted.exit_status if interrupted else 0
+    if not distribution.is_chief:
+        return distributed.leave(distribution, status)
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     print()
@@ -75,12 +84,14 @@ def main(argv=None):
     if results_by_lr:
         plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
         plots.plot_sweep(results_by_lr, variants, plot_path, args.target_accuracy)
-        run_dirs = [result.run_dir for results in results_by_lr.values() for result in results]
+        run_dirs = [
+            result.run_dir for results in results_by_lr.values() for result in results.values()
+        ]
         plots.log_image_to_runs(plot_path, run_dirs, tag="lr_sweep_plot")
         print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
         print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return 130 if interrupted else 0
+    return distributed.leave(distribution, status)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import keras
 
 import kbn
 
-BN_CHOICES = ("none", "keras", "kbn")
+# The batch-norm variants every script trains, in table order; defined here only.
+VARIANTS = ("none", "keras", "kbn")
 BN_POSITIONS = ("before", "after")
 MODELS = ("mlp", "cnn")
 _BN_CLASSES = {"keras": keras.layers.BatchNormalization, "kbn": kbn.BatchNormalization}
@@ -38,6 +39,7 @@ def build_model(
     bn_position="before",
     bn_momentum=0.99,
     bn_epsilon=1e-3,
+    bn_synchronized=False,
 ):
     """Builds an uncompiled `keras.Sequential` classifier with a softmax output.
 
@@ -53,12 +55,14 @@ def build_model(
         activation: Hidden non-linearity (a Keras activation name).
         bn_position: "before" or "after" the non-linearity.
         bn_momentum, bn_epsilon: Passed to the BN layers.
+        bn_synchronized: BN's `synchronized`: under a `tf.distribute` strategy,
+            batch statistics over the global batch instead of each replica's slice.
 
     Returns:
         The built model.
     """
-    if bn not in BN_CHOICES:
-        raise ValueError(f"bn must be one of {BN_CHOICES}, got {bn!r}")
+    if bn not in VARIANTS:
+        raise ValueError(f"bn must be one of {VARIANTS}, got {bn!r}")
     if bn_position not in BN_POSITIONS:
         raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
     use_bn = bn != "none"
@@ -66,7 +70,12 @@ def build_model(
     use_bias = not (use_bn and bn_position == "before")
 
     def normalization(index):
-        return _BN_CLASSES[bn](momentum=bn_momentum, epsilon=bn_epsilon, name=f"bn_{index}")
+        return _BN_CLASSES[bn](
+            momentum=bn_momentum,
+            epsilon=bn_epsilon,
+            synchronized=bn_synchronized,
+            name=f"bn_{index}",
+        )
 
     layers = [keras.Input(shape=tuple(input_shape))]
     if model == "mlp":

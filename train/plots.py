@@ -9,20 +9,25 @@ import os
 
 import matplotlib
 
+from train import files
+from train.models import VARIANTS
+
 matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"none": "tab:red", "keras": "tab:blue", "kbn": "tab:green"}
-STYLES = {"none": "-", "keras": "-", "kbn": "--"}
+COLORS = dict(zip(VARIANTS, ("tab:red", "tab:blue", "tab:green")))
+STYLES = dict(zip(VARIANTS, ("-", "-", "--")))  # kbn dashed: it lies on top of keras
 
 
 def plot_comparison(results, path, target_accuracy):
-    """Validation accuracy, training loss, and the last hidden layer's activation input."""
+    """Validation accuracy, training loss, and the last hidden layer's activation input.
+
+    `results` maps each variant trained to its `RunResult`.
+    """
     figure, axes = plt.subplots(2, 2, figsize=(12, 8))
     accuracy, loss, shift_plain, shift_bn = axes.ravel()
-    for result in results:
-        variant = result.summary["variant"]
+    for variant, result in results.items():
         epochs = [row["epoch"] for row in result.rows]
         style = dict(color=COLORS[variant], linestyle=STYLES[variant], label=variant)
         accuracy.plot(epochs, [row["val_accuracy"] for row in result.rows], **style)
@@ -33,7 +38,7 @@ def plot_comparison(results, path, target_accuracy):
     for axis in (accuracy, loss):
         axis.legend()
 
-    by_variant = {result.summary["variant"]: result for result in results}
+    by_variant = results
     bn_variant = "kbn" if "kbn" in by_variant else "keras"
     for axis, variant, title in (
         (shift_plain, "none", "without BN"),
@@ -47,17 +52,21 @@ def plot_comparison(results, path, target_accuracy):
     shift_plain.set_ylim(low, high)
     shift_bn.set_ylim(low, high)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_sweep(results_by_lr, variants, path, target_accuracy):
-    """Best validation accuracy and epochs to target against the learning rate."""
+    """Best validation accuracy and epochs to target against the learning rate.
+
+    `results_by_lr` maps each rate to {variant: RunResult}.
+    """
     figure, (best, speed) = plt.subplots(1, 2, figsize=(12, 4.5))
     rates = list(results_by_lr)
-    epochs = max(result.summary["hyperparameters"]["epochs"] for result in results_by_lr[rates[0]])
-    for index, variant in enumerate(variants):
-        summaries = [results_by_lr[lr][index].summary for lr in rates]
+    epochs = max(
+        result.summary["hyperparameters"]["epochs"] for result in results_by_lr[rates[0]].values()
+    )
+    for variant in variants:
+        summaries = [results_by_lr[lr][variant].summary for lr in rates]
         style = dict(color=COLORS.get(variant), linestyle=STYLES.get(variant, "-"), marker="o")
         best.plot(rates, [s["best_val_accuracy"] or 0.0 for s in summaries], label=variant, **style)
         # "never" is drawn above the last epoch so a failure is visible, not missing.
@@ -75,7 +84,13 @@ def plot_sweep(results_by_lr, variants, path, target_accuracy):
     for axis in (best, speed):
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    _save(figure, path)
+
+
+def _save(figure, path):
+    """Writes the PNG atomically (train/files.py) and frees the figure."""
+    with files.replacing(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=90)
     plt.close(figure)
 
 

@@ -1,7 +1,7 @@
 """Terminal tables and the keras-vs-kbn agreement check.
 
 from train import report
-print(report.comparison_table(results, target_accuracy=0.95))
+print(report.comparison_table({"kbn": result}, target_accuracy=0.95))
 agree, max_difference = report.curves_agree(keras_result.rows, kbn_result.rows)
 """
 
@@ -31,7 +31,10 @@ def where_lines(experiment_dir, stamp, run_name):
 
 
 def comparison_table(results, target_accuracy):
-    """One row per variant: epochs to target, best/final val accuracy, final val loss, s/epoch."""
+    """One row per variant: epochs to target, best/final val accuracy, final val loss, s/epoch.
+
+    `results` maps each variant to its `RunResult`, in table order.
+    """
     header = (
         "variant",
         f"epochs to {target_accuracy:g}",
@@ -42,14 +45,15 @@ def comparison_table(results, target_accuracy):
         "stopped",
     )
     # --recalibrate: the final numbers again, after kbn.recalibrate.
-    recalibrated = any("val_accuracy_recalibrated" in result.summary for result in results)
+    recalibrated = any("val_accuracy_recalibrated" in result.summary
+                       for result in results.values())
     if recalibrated:
         header = header[:5] + ("recal val acc", "recal val loss") + header[5:]
     rows = []
-    for result in results:
+    for variant, result in results.items():
         s = result.summary
         row = (
-            s["variant"],
+            variant,
             _or_dash(s["epochs_to_target"], "never"),
             _number(s["best_val_accuracy"], 4),
             _number(s["final_val_accuracy"], 4),
@@ -65,13 +69,16 @@ def comparison_table(results, target_accuracy):
 
 
 def sweep_table(results_by_lr, variants, target_accuracy):
-    """One row per learning rate; per variant 'epochs to target (best val acc)'."""
+    """One row per learning rate; per variant 'epochs to target (best val acc)'.
+
+    `results_by_lr` maps each rate to {variant: RunResult}.
+    """
     header = ("lr", *(f"{variant}: epochs to {target_accuracy:g} (best)" for variant in variants))
     rows = []
     for lr, results in results_by_lr.items():
         cells = []
-        for result in results:
-            s = result.summary
+        for variant in variants:
+            s = results[variant].summary
             outcome = (
                 "NaN" if s["stopped_early"] == "nan" else _or_dash(s["epochs_to_target"], "never")
             )

@@ -1,46 +1,45 @@
-"""One training run: its folder, logs, checkpoint, resume, Ctrl-C and NaN handling.
+"""One training run, from its start or its resume to its end.
 
-    from train import runs
-    run_dir = runs.make_run_dir("logs", "train", "digits-kbn")
+    from train import run_folder, runs
+    run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     result = runs.train_variant(args, data, "kbn", run_dir)
-    result = runs.resume(run_dir, data)            # after Ctrl-C
+    result = runs.resume(run_dir, data)            # after Ctrl-C, SIGTERM or a crash
 
-A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
-    train/, validation/   TensorBoard events: epoch and batch scalars, weight
-                          histograms (BN's gamma, beta, moving mean/variance)
-    args.json             every argument of the run
-    metrics.csv           one row per finished epoch
-    summary.json          the outcome (rewritten after every epoch)
-    checkpoint.keras      model + optimizer state after the last finished epoch
-    checkpoint.json       which epoch that is
+A run's state is one `RunState`; `run(state)` trains it with the callbacks of
+`chief_callbacks` (TensorBoard events, batch scalars, the activation monitor:
+the chief's alone) and a `RunRecorder` (train/recording.py), under the
+strategy of `state.distribution`. Only the chief (worker 0) writes the run
+folder (train/run_folder.py); under a multi-worker strategy the other workers
+train the same steps and write nothing.
 """
 
 import argparse
-import csv
+import dataclasses
 import json
-import math
 import os
-import time
+import re
+from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
-from train import inference_gap
+from train import distributed, files, inference_gap, loop, signals
+from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
-
-METRIC_COLUMNS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
+from train.recording import METRIC_COLUMNS, BatchScalars, RunRecorder, summarize
+from train.run_folder import (
+    CHECKPOINT,
+    NOT_SETTINGS,
+    RunFolderError,
+    check_resumable,
+    read_rows,
+    read_settings,
 )
+
 PROBE_SIZE = 512
+
 # Hyperparameters shown in TensorBoard's HParams dashboard.
 HPARAM_KEYS = (
     "dataset",
@@ -57,34 +56,61 @@ HPARAM_KEYS = (
     "epochs",
     "seed",
     "input_norm",
+    "strategy",
+    "replicas",
+    "bn_sync",
 )
 
 
 class RunResult:
     """What a finished (or stopped) run hands back: its summary and epoch rows."""
 
-    def __init__(self, run_dir, summary, rows, shift_history):
+    def __init__(self, run_dir, summary, rows, shift_history, exit_status=0):
         self.run_dir = run_dir
         self.summary = summary
         self.rows = rows
         self.shift_history = shift_history
+        self.exit_status = exit_status
 
 
-def timestamp():
-    return time.strftime("%Y%m%d-%H%M%S")
+@dataclasses.dataclass
+class RunState:
+    """Everything one run needs, from its start or resume to its end.
 
+    Attributes:
+        settings: The run's settings (the flags; args.json).
+        data: The dataset it trains on.
+        distribution: The started strategy and this process's place in it.
+        run_dir: The run folder, or None on a worker that writes nothing.
+        model: The compiled model, built in `distribution.scope()`.
+        summary: The outcome so far (summary.json).
+        rows: One dict per finished epoch (metrics.csv).
+        extra_callbacks: Callers' Keras callbacks, run on every worker.
+        monitor_layers: "last", "all" or None: which activation inputs to log.
+    """
 
-def make_run_dir(logdir, experiment, run_name, stamp=None):
-    """Creates a new run folder; never reuses one (a clash gets a -2, -3 … suffix)."""
-    base = os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}")
-    folder, attempt = base, 1
-    while True:
-        try:
-            os.makedirs(folder)
-            return folder
-        except FileExistsError:
-            attempt += 1
-            folder = f"{base}-{attempt}"
+    settings: argparse.Namespace
+    data: Dataset
+    distribution: distributed.Distribution
+    run_dir: Optional[str]
+    model: keras.Model
+    summary: dict
+    rows: list = dataclasses.field(default_factory=list)
+    extra_callbacks: tuple = ()
+    monitor_layers: Optional[str] = "last"
+
+    @property
+    def variant(self):
+        return self.summary["variant"]
+
+    @property
+    def epochs_done(self):
+        return len(self.rows)
+
+    @property
+    def writes(self):
+        """Whether this process writes the run folder (the chief only)."""
+        return self.run_dir is not None
 
 
 def make_optimizer(name, lr, momentum):
@@ -95,242 +121,181 @@ def make_optimizer(name, lr, momentum):
     return keras.optimizers.RMSprop(learning_rate=lr)
 
 
-def build_compiled(args, data, variant):
-    """The model of `variant` ("none" | "keras" | "kbn"), compiled; same seed → same weights."""
+def build_compiled(settings, data, variant):
+    """The model of `variant` (one of `train.models.VARIANTS`), compiled; same seed → same weights.
+
+    The loss is what train/loop.py minimizes; the optimizer's variables are
+    created here, so that under a strategy they are mirrored like the model's.
+    """
     model = build_model(
-        args.model,
+        settings.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         bn=variant,
-        seed=args.seed,
-        hidden=tuple(args.hidden_widths),
-        activation=args.activation,
-        bn_position=args.bn_position,
-        bn_momentum=args.bn_momentum,
-        bn_epsilon=args.bn_epsilon,
+        seed=settings.seed,
+        hidden=tuple(settings.hidden_widths),
+        activation=settings.activation,
+        bn_position=settings.bn_position,
+        bn_momentum=settings.bn_momentum,
+        bn_epsilon=settings.bn_epsilon,
+        bn_synchronized=bool(settings.bn_sync),
     )
     model.compile(
-        optimizer=make_optimizer(args.optimizer, args.lr, args.momentum),
+        optimizer=make_optimizer(settings.optimizer, settings.lr, settings.momentum),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
     )
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
-def epoch_batches(x, y, batch_size, seed, first_epoch, epochs):
-    """Batches for epochs first_epoch … epochs−1, each epoch's order fixed by (seed, epoch).
-
-    The order depends on nothing else, so a resumed run sees exactly the
-    batches the uninterrupted run would have seen, and every variant of a
-    comparison sees the same batches.
-    """
-    orders = np.stack(
-        [
-            np.random.default_rng([seed, epoch]).permutation(len(x))
-            for epoch in range(first_epoch, epochs)
-        ]
-    )
-    x, y = tf.constant(x), tf.constant(y)
-    return (
-        tf.data.Dataset.from_tensor_slices(orders)
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-        .map(lambda index: (tf.gather(x, index), tf.gather(y, index)))
-        .prefetch(2)
-    )
-
-
-class BatchScalars(keras.callbacks.Callback):
-    """Logs the batch loss and accuracy every `every` steps, at the optimizer's step count.
-
-    Keras's TensorBoard callback can do this too (`update_freq=N`), but its
-    filter then also drops the epoch summaries of epochs that do not end on a
-    multiple of N, so batch scalars are written here instead.
-    """
-
-    def __init__(self, log_dir, every):
-        super().__init__()
-        self.log_dir = log_dir
-        self.every = every
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every == 0:
-            with self._writer.as_default(step=step):
-                for name, value in (logs or {}).items():
-                    tf.summary.scalar(f"batch_{name}", float(value))
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-class RunRecorder(keras.callbacks.Callback):
-    """Writes metrics.csv, summary.json and the checkpoint after each epoch; stops on NaN."""
-
-    def __init__(self, run_dir, summary, rows, label):
-        super().__init__()
-        self.run_dir = run_dir
-        self.summary = summary
-        self.rows = rows
-        self.label = label
-        self.stopped = None
-        self._epoch_start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            self.stopped = "nan"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        row = {
-            "epoch": epoch + 1,
-            **{key: float(logs.get(key, math.nan)) for key in METRIC_COLUMNS[1:5]},
-            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            "seconds": time.perf_counter() - self._epoch_start,
-        }
-        finite = all(math.isfinite(row[key]) for key in ("loss", "val_loss"))
-        if not finite:
-            self.stopped = "nan"
-            self.model.stop_training = True
-        self.rows.append(row)
-        _append_row(os.path.join(self.run_dir, "metrics.csv"), row)
-        if finite:  # a checkpoint of NaN weights would be useless to resume from
-            self.model.save(os.path.join(self.run_dir, "checkpoint.keras"))
-            _write_json(os.path.join(self.run_dir, "checkpoint.json"), {"epochs_done": epoch + 1})
-        self.summary.update(summarize(self.rows, self.summary["target_accuracy"]))
-        _write_json(os.path.join(self.run_dir, "summary.json"), self.summary)
-        print(
-            f"[{self.label}] epoch {row['epoch']:3d}/{self.params['epochs']}"
-            f"  loss {row['loss']:.4f}"
-            f"  acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}"
-            f"  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.2f}s",
-            flush=True,
-        )
-
-
-def summarize(rows, target_accuracy):
-    """The summary numbers of a run from its epoch rows."""
-    reached = [row["epoch"] for row in rows if row["val_accuracy"] >= target_accuracy]
-    accuracies = [row["val_accuracy"] for row in rows if math.isfinite(row["val_accuracy"])]
-    last = rows[-1] if rows else {}
-    return {
-        "epochs_run": len(rows),
-        "epochs_to_target": reached[0] if reached else None,
-        "best_val_accuracy": max(accuracies) if accuracies else None,
-        "final_val_accuracy": _finite_or_none(last.get("val_accuracy")),
-        "final_val_loss": _finite_or_none(last.get("val_loss")),
-        # The median leaves out the first epoch's one-off graph tracing.
-        "seconds_per_epoch": float(np.median([row["seconds"] for row in rows])) if rows else None,
-    }
-
-
-def train_variant(args, data, variant, run_dir, extra_callbacks=(), monitor_layers="last"):
-    """Trains one variant from scratch in `run_dir` (see module docstring)."""
-    keras.utils.set_random_seed(args.seed)
-    model = build_compiled(args, data, variant)
-    settings = {key: value for key, value in vars(args).items() if key != "hidden_widths"}
-    settings.update(variant=variant, dataset=data.name, input_norm=data.input_norm)
-    _write_json(os.path.join(run_dir, "args.json"), settings)
+def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
+            monitor_layers="last"):
+    """The state of a run starting from scratch; on the chief, writes args.json and hparams."""
+    keras.utils.set_random_seed(settings.seed)
+    with distribution.scope():
+        model = build_compiled(settings, data, variant)
+    saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
+    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm)
     summary = {
         "variant": variant,
         "dataset": data.name,
         "run_dir": run_dir,
-        "target_accuracy": args.target_accuracy,
-        "hyperparameters": settings,
+        "strategy": settings.strategy,
+        "replicas": distribution.replicas,
+        "bn_sync": bool(settings.bn_sync),
+        "target_accuracy": settings.target_accuracy,
+        "hyperparameters": saved,
         "status": "running",
         "stopped_early": None,
     }
-    _write_hparams(run_dir, settings, variant)
-    return _fit(args, data, model, run_dir, summary, [], 0, extra_callbacks, monitor_layers)
+    if run_dir is not None:
+        files.write_json(os.path.join(run_dir, "args.json"), saved)
+        _write_hparams(run_dir, saved, variant)
+    return RunState(settings, data, distribution, run_dir, model, summary, [],
+                    tuple(extra_callbacks), monitor_layers)
 
 
-def resume(run_dir, data, extra_callbacks=(), monitor_layers="last"):
-    """Continues `run_dir` from its last finished epoch (weights, moving stats, optimizer)."""
-    with open(os.path.join(run_dir, "args.json")) as f:
-        settings = json.load(f)
-    args = argparse.Namespace(**settings)
-    args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
-    with open(os.path.join(run_dir, "checkpoint.json")) as f:
-        epochs_done = json.load(f)["epochs_done"]
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    rows = _read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
-    # Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
-    _rewrite_rows(os.path.join(run_dir, "metrics.csv"), rows)
+def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last"):
+    """The state of `run_dir` after its last finished epoch (weights, moving stats, optimizer).
+
+    Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
+
+    Raises:
+        RunFolderError: the folder has no usable checkpoint (one line).
+    """
+    settings = read_settings(run_dir)
+    epochs_done = check_resumable(run_dir)
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        rows = read_rows(os.path.join(run_dir, "metrics.csv"))[:epochs_done]
+    except (OSError, ValueError) as error:
+        raise RunFolderError(
+            f"--resume {run_dir}: unreadable summary or metrics ({error})"
+        ) from None
+    try:
+        with distribution.scope():
+            model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT))
+    except Exception as error:  # Keras raises many kinds for a bad archive
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
     summary.update(status="running", stopped_early=None)
-    model = keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras"))
-    return _fit(
-        args, data, model, run_dir, summary, rows, epochs_done, extra_callbacks, monitor_layers
-    )
+    summary.setdefault("strategy", settings.strategy)
+    summary.setdefault("replicas", distribution.replicas)
+    summary.setdefault("bn_sync", bool(settings.bn_sync))
+    if writes:
+        files.remove_leftovers(run_dir)
+        files.write_rows(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
+    return RunState(settings, data, distribution, run_dir if writes else None, model, summary,
+                    rows, tuple(extra_callbacks), monitor_layers)
 
 
-def _fit(args, data, model, run_dir, summary, rows, first_epoch, extra_callbacks, monitor_layers):
-    recorder = RunRecorder(run_dir, summary, rows, label=summary["variant"])
-    tensorboard = keras.callbacks.TensorBoard(run_dir, histogram_freq=1)
-    callbacks = [tensorboard, BatchScalars(os.path.join(run_dir, "train"), args.batch_log_every)]
-    monitor = None
-    if monitor_layers:
-        names = hidden_activation_names(model)
-        monitor = ActivationInputMonitor(
-            data.x_val[:PROBE_SIZE],
-            log_dir=os.path.join(run_dir, "train"),
-            layer_names=names[-1:] if monitor_layers == "last" else names,
-            every_n_steps=args.shift_every,
-        )
-        callbacks.append(monitor)
-    batch_stats = None
-    if summary["variant"] != "none" and not getattr(args, "no_batch_stats", False):
-        batch_stats = BatchStatsMonitor(os.path.join(run_dir, "train"), args.batch_log_every)
-        callbacks.append(batch_stats)
-    callbacks += [recorder, *extra_callbacks]
-    if first_epoch < args.epochs:
-        batches = epoch_batches(
-            data.x_train, data.y_train, args.batch_size, args.seed, first_epoch, args.epochs
-        )
-        try:
-            model.fit(
-                batches,
-                epochs=args.epochs,
-                initial_epoch=first_epoch,
-                steps_per_epoch=math.ceil(len(data.x_train) / args.batch_size),
-                validation_data=(data.x_val, data.y_val),
-                callbacks=callbacks,
-                shuffle=False,  # epoch_batches fixes the order
-                verbose=0,
+def run(state):
+    """Trains `state` to its last epoch or until it stops; returns a `RunResult`."""
+    callbacks = chief_callbacks(state) if state.writes else []
+    recorder = RunRecorder(state)
+    callbacks += [recorder, *state.extra_callbacks]
+    stopped = lost_worker = None
+    with signals.StopRequest() as stop:
+        if state.epochs_done < state.settings.epochs:
+            try:
+                stopped = loop.fit(state.model, state.data, state.settings, state.distribution,
+                                   callbacks, state.epochs_done, stop)
+            except tf.errors.OpError as error:
+                if state.distribution.workers == 1:
+                    raise
+                # A collective failed: another worker died or stopped answering
+                # (TensorFlow's health check aborts the all-reduce).
+                stopped, lost_worker = "interrupted", _first_line(error)
+    summary = state.summary
+    summary.update(summarize(state.rows, state.settings.target_accuracy))
+    summary["stopped_early"] = stopped
+    summary["status"] = stopped or "finished"
+    for monitor in (c for c in callbacks if isinstance(c, BatchStatsMonitor)):
+        summary["batch_stats_events"] = monitor.events
+    # The gap check and --recalibrate: single-process runs (one model to evaluate).
+    if state.variant != "none" and stopped is None and state.distribution.workers == 1:
+        summary.update(inference_gap.after_training(state.model, state.data, state.settings,
+                                                    state.variant))
+    exit_status = {None: 0, "nan": 1, "interrupted": stop.exit_status}[stopped]
+    if lost_worker:
+        exit_status = 1
+    if state.writes:
+        files.write_json(os.path.join(state.run_dir, "summary.json"), summary)
+        if stopped == "nan":
+            print(f"[{state.variant}] loss became NaN; run stopped ({state.run_dir})", flush=True)
+        elif stopped == "interrupted":
+            how = "stopped by SIGTERM" if exit_status == 143 else "interrupted"
+            if lost_worker:
+                how = f"stopped: the cluster lost a worker ({lost_worker[:200]})"
+            print(
+                f"[{state.variant}] {how} after {state.epochs_done} finished epochs; continue"
+                f" with python -m train.train --resume {state.run_dir}",
+                flush=True,
             )
-        except KeyboardInterrupt:
-            recorder.stopped = "interrupted"
-            for callback in callbacks:  # close the event files fit left open
-                if callback is not recorder:
-                    callback.on_train_end()
-    summary.update(summarize(rows, args.target_accuracy))
-    summary["stopped_early"] = recorder.stopped
-    summary["status"] = recorder.stopped or "finished"
-    if batch_stats is not None:
-        summary["batch_stats_events"] = batch_stats.events
-    if summary["variant"] != "none" and recorder.stopped is None:
-        summary.update(inference_gap.after_training(model, data, args, summary["variant"]))
-    _write_json(os.path.join(run_dir, "summary.json"), summary)
-    if recorder.stopped == "nan":
-        print(f"[{summary['variant']}] loss became NaN; run stopped ({run_dir})", flush=True)
-    elif recorder.stopped == "interrupted":
-        print(
-            f"[{summary['variant']}] interrupted after {len(rows)} finished epochs; continue with"
-            f" python -m train.train --resume {run_dir}",
-            flush=True,
+    monitors = [c for c in callbacks if isinstance(c, ActivationInputMonitor)]
+    history = monitors[0].history if monitors else []
+    return RunResult(state.run_dir, summary, state.rows, history, exit_status)
+
+
+def chief_callbacks(state):
+    """The callbacks that write the run folder's events; they run on the chief only."""
+    run_dir = state.run_dir
+    callbacks = [
+        keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+        BatchScalars(os.path.join(run_dir, "train"), state.settings.batch_log_every),
+    ]
+    if state.monitor_layers:
+        names = hidden_activation_names(state.model)
+        callbacks.append(
+            ActivationInputMonitor(
+                state.data.x_val[:PROBE_SIZE],
+                log_dir=os.path.join(run_dir, "train"),
+                layer_names=names[-1:] if state.monitor_layers == "last" else names,
+                every_n_steps=state.settings.shift_every,
+            )
         )
-    history = monitor.history if monitor else []
-    return RunResult(run_dir, summary, rows, history)
+    if state.variant != "none" and not getattr(state.settings, "no_batch_stats", False):
+        callbacks.append(BatchStatsMonitor(os.path.join(run_dir, "train"),
+                                           state.settings.batch_log_every))
+    return callbacks
+
+
+def train_variant(settings, data, variant, run_dir, extra_callbacks=(), monitor_layers="last",
+                  distribution=None):
+    """Trains one variant from scratch in `run_dir` (None: a worker that writes nothing)."""
+    distribution = distribution or distributed.default()
+    state = new_run(settings, data, variant, run_dir, distribution, extra_callbacks,
+                    monitor_layers)
+    return run(state)
+
+
+def resume(run_dir, data, extra_callbacks=(), monitor_layers="last", distribution=None,
+           writes=True):
+    """Continues `run_dir` from its last finished epoch (see `load_run`)."""
+    distribution = distribution or distributed.default()
+    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers)
+    return run(state)
 
 
 def _write_hparams(run_dir, settings, variant):
@@ -343,34 +308,7 @@ def _write_hparams(run_dir, settings, variant):
         hparams_api.hparams(values, trial_id=os.path.basename(run_dir))
 
 
-def _finite_or_none(value):
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _write_json(path, content):
-    with open(path, "w") as f:
-        json.dump(content, f, indent=2, allow_nan=False, default=str)
-        f.write("\n")
-
-
-def _append_row(path, row):
-    is_new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        if is_new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _rewrite_rows(path, rows):
-    os.remove(path)
-    for row in rows:
-        _append_row(path, row)
-
-
-def _read_rows(path):
-    with open(path, newline="") as f:
-        return [
-            {key: int(v) if key == "epoch" else float(v) for key, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+def _first_line(error):
+    """An OpError's message without TensorFlow's "{{function_node …}}" prefix."""
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", str(error).strip())
+    return text.splitlines()[0] if text else type(error).__name__

@@ -5,17 +5,20 @@
     python -m train.train --dataset placement --bn keras --hidden 16,16
     python -m train.train --data my.csv --label-column placed
     python -m train.train --resume logs/train/20250101-120000-digits-kbn    # after Ctrl-C
+    python -m train.train --strategy mirrored --devices 2        # 2 replicas in this process
+    python -m train.train --strategy multi-worker --workers 2    # 2 local worker processes
 
 The run folder (printed at the start) holds TensorBoard events, args.json,
-metrics.csv, summary.json and a checkpoint; see train/runs.py.
+metrics.csv, summary.json and a checkpoint; see train/runs.py. Ctrl-C or
+SIGTERM stops after the current step; --resume continues from the last
+finished epoch. Exit status: 0 finished, 1 NaN loss, 2 bad usage, 130 after
+Ctrl-C, 143 after SIGTERM.
 """
 
-import argparse
-import json
 import os
 import sys
 
-from train import cli, runs
+from train import cli, distributed, run_folder, runs, workers
 from train.datasets import DatasetError, load_dataset
 
 
@@ -44,40 +47,59 @@ def load_data(args):
 
 
 def main(argv=None, extra_callbacks=()):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = cli.make_parser(__doc__, experiment="train", resume_flag=True)
     args = cli.parse(parser, argv)
-    if args.resume:
-        with open(os.path.join(args.resume, "args.json")) as f:
-            saved = argparse.Namespace(**json.load(f))
-        if not os.path.isfile(os.path.join(args.resume, "checkpoint.json")):
-            cli.fail(parser.prog, f"--resume {args.resume}: no finished epoch to resume from")
+    settings = args
     try:
-        data = load_data(saved if args.resume else args)
-    except DatasetError as error:
+        if args.resume:
+            run_folder.check_resumable(args.resume)
+            settings = run_folder.read_settings(args.resume)
+            cli.check_distribution(settings)
+        data = load_data(settings)
+    except (run_folder.RunFolderError, cli.UsageError, DatasetError) as error:
+        cli.fail(parser.prog, error)
+    if distributed.needs_local_workers(settings):
+        return workers.launch("train.train", settings, argv, parser.prog, resume=args.resume)
+    distribution = cli.start_distribution(parser.prog, settings)
+    say = print if distribution.is_chief else _silent
+
+    try:
+        if args.resume:
+            say(f"resuming {args.resume}", flush=True)
+            result = runs.resume(args.resume, data, extra_callbacks, distribution=distribution,
+                                 writes=distribution.is_chief)
+        else:
+            run_dir = None
+            if distribution.is_chief:
+                run_name = args.run_name or f"{data.name}-{args.bn}"
+                run_dir = run_folder.make_run_dir(
+                    args.logdir, args.experiment, run_name, args.stamp
+                )
+                print(f"run folder: {run_dir}", flush=True)
+            result = runs.train_variant(args, data, args.bn, run_dir, extra_callbacks,
+                                        distribution=distribution)
+    except run_folder.RunFolderError as error:
         cli.fail(parser.prog, error)
 
-    if args.resume:
-        print(f"resuming {args.resume}", flush=True)
-        result = runs.resume(args.resume, data, extra_callbacks)
-    else:
-        run_name = args.run_name or f"{data.name}-{args.bn}"
-        run_dir = runs.make_run_dir(args.logdir, args.experiment, run_name)
-        print(f"run folder: {run_dir}", flush=True)
-        result = runs.train_variant(args, data, args.bn, run_dir, extra_callbacks)
-
     summary = result.summary
-    print(
+    say(
         f"{summary['variant']}: epochs to {summary['target_accuracy']:.2f} val accuracy:"
         f" {summary['epochs_to_target'] or 'not reached'};"
         f" best {summary['best_val_accuracy']}; status {summary['status']}"
     )
     if "val_accuracy_recalibrated" in summary:
-        print(
+        say(
             f"recalibrated: val accuracy {summary['val_accuracy_ema']:.4f} with the moving"
             f" averages, {summary['val_accuracy_recalibrated']:.4f} recalibrated"
         )
-    print(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
-    return {"interrupted": 130, "nan": 1}.get(summary["stopped_early"], 0)
+    if result.run_dir:
+        say(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
+    return distributed.leave(distribution, result.exit_status)
+
+
+def _silent(*args, **kwargs):
+    """Workers other than the chief print nothing: the chief speaks for the run."""
 
 
 if __name__ == "__main__":

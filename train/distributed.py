@@ -1,0 +1,313 @@
+"""The one place that knows about `tf.distribute` strategies.
+
+    from train import distributed
+    distributed.check(settings)                    # flags and TF_CONFIG; ValueError: one line
+    distribution = distributed.start(settings)     # before TensorFlow runs any op
+    with distribution.scope():
+        model = ...                                # variables mirrored on every replica
+    batch = distribution.split(x, y, index)        # one global batch, cut into replica slices
+    sums = distribution.run_summed(fn, batch, ...)  # fn on every replica, results summed
+
+`--strategy`:
+    default       one process, one device: TensorFlow's default strategy.
+    mirrored      one process, `--devices N` replicas (MirroredStrategy). On a
+                  machine without GPUs the CPU is split into N logical devices.
+    multi-worker  one replica per worker process (MultiWorkerMirroredStrategy).
+                  `TF_CONFIG` names the cluster and this process's task; without
+                  it, `--workers N` starts N local workers (train/workers.py).
+
+The global batch. `--batch-size` is the global batch B. Step s of an epoch
+takes the samples order[s·B : (s+1)·B] of that epoch's order, exactly as one
+process would, and cuts them into R contiguous slices, one per replica in
+replica order (`np.array_split`: sizes differ by at most one, so an uneven
+last batch is split too). Each replica's loss is its share of the global mean,
+
+    loss_r = Σ_{i in slice r} ℓ_i / B_step,
+
+and the optimizer sums the replicas' gradients (Keras 3 all-reduces them in
+`apply_gradients`), so the update is ∇ (1/B_step) Σ_i ℓ_i: the single-process
+step up to the order of summation. With synchronized batch norm the forward
+pass is too (the statistics are those of the whole global batch); without it
+each replica normalizes its slice with that slice's own statistics.
+"""
+
+import collections
+import dataclasses
+import errno
+import json
+import os
+import socket
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+# What one process is in a multi-worker cluster: its place in the replica
+# order (the chief first) and the number of workers.
+Task = collections.namedtuple("Task", "index workers address")
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """A started strategy and this process's place in it.
+
+    Attributes:
+        kind: One of `STRATEGIES`.
+        strategy: The `tf.distribute.Strategy`.
+        worker: This process's index among the workers; 0 is the chief,
+            the only one that writes the run folder.
+        workers: Number of worker processes (1 unless multi-worker).
+    """
+
+    kind: str
+    strategy: tf.distribute.Strategy
+    worker: int = 0
+    workers: int = 1
+
+    @property
+    def replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def is_chief(self):
+        return self.worker == 0
+
+    def scope(self):
+        """Variables created inside (model, optimizer) are mirrored on every replica."""
+        return self.strategy.scope()
+
+    def split(self, x, y, index):
+        """This step's global batch `x[index]`, `y[index]`, cut into per-replica slices."""
+        slices = np.array_split(np.asarray(index), self.replicas)
+
+        def replica_slice(context):
+            part = slices[context.replica_id_in_sync_group]
+            return tf.constant(x[part]), tf.constant(y[part])
+
+        return self.strategy.experimental_distribute_values_from_function(replica_slice)
+
+    def run_summed(self, replica_fn, batch, *args):
+        """Runs `replica_fn(x, y, *args)` on every replica; returns its outputs summed
+        over all replicas of all workers (call it inside a `tf.function`)."""
+        outputs = self.strategy.run(replica_fn, args=(*batch, *args))
+        return tf.nest.map_structure(
+            lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None),
+            outputs,
+        )
+
+    def any_worker(self, *flags):
+        """For each flag, whether it is true on any worker; the same answer on every
+        worker (a collective: every worker must call it at the same point)."""
+        if self.workers == 1:
+            return tuple(bool(flag) for flag in flags)
+        values = tf.constant([float(flag) for flag in flags])
+        totals = _summed_flags(self.strategy, values).numpy()
+        return tuple(bool(total > 0) for total in totals)
+
+
+@tf.function
+def _summed_flags(strategy, flags):
+    return strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flags)), axis=None
+    )
+
+
+def default():
+    """One process, one device: TensorFlow's default strategy."""
+    return Distribution("default", tf.distribute.get_strategy())
+
+
+def resolve(settings):
+    """Fills in `settings.bn_sync` (default: synchronized under a strategy) and
+    `settings.replicas`; returns `settings`."""
+    if getattr(settings, "bn_sync", None) is None:
+        settings.bn_sync = settings.strategy != "default"
+    if settings.strategy == "mirrored":
+        settings.replicas = settings.devices or 1
+    elif settings.strategy == "multi-worker":
+        config = os.environ.get("TF_CONFIG")
+        settings.replicas = parse_tf_config(config).workers if config else settings.workers
+    else:
+        settings.replicas = 1
+    return settings
+
+
+def check(settings):
+    """Raises ValueError (one line naming the flag or TF_CONFIG) for an unusable set-up.
+
+    Runs before any data is loaded or any run folder exists.
+    """
+    kind = settings.strategy
+    if settings.devices is not None and kind != "mirrored":
+        raise ValueError(f"--devices needs --strategy mirrored (got --strategy {kind})")
+    if settings.workers is not None and kind != "multi-worker":
+        raise ValueError(f"--workers needs --strategy multi-worker (got --strategy {kind})")
+    if kind == "default" and settings.bn_sync:
+        raise ValueError("--bn-sync needs --strategy mirrored or multi-worker (one replica)")
+    if kind == "mirrored":
+        if settings.devices is None:
+            raise ValueError("--strategy mirrored needs --devices N (N >= 1 replicas)")
+        if settings.devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {settings.devices}")
+    if kind == "multi-worker":
+        config = os.environ.get("TF_CONFIG")
+        if config:
+            task = parse_tf_config(config)
+            if settings.workers is not None and settings.workers != task.workers:
+                raise ValueError(
+                    f"--workers {settings.workers} but TF_CONFIG names {task.workers} workers"
+                )
+            _check_port_free(task.address, "TF_CONFIG: this task's address")
+        elif settings.workers is None:
+            raise ValueError(
+                "--strategy multi-worker needs --workers N (local worker processes) or TF_CONFIG"
+            )
+        elif settings.workers < 2:
+            raise ValueError(
+                f"--workers must be >= 2, got {settings.workers} (one process: --strategy default)"
+            )
+    replicas = resolve(settings).replicas
+    if settings.batch_size < replicas:
+        raise ValueError(
+            f"--batch-size {settings.batch_size} is the global batch; it must be at least the"
+            f" number of replicas ({replicas})"
+        )
+
+
+def needs_local_workers(settings):
+    """Whether this command must start its own worker processes (multi-worker, no TF_CONFIG)."""
+    return settings.strategy == "multi-worker" and not os.environ.get("TF_CONFIG")
+
+
+def start(settings):
+    """Creates the strategy the settings name. Call it before TensorFlow runs any op:
+    splitting the CPU into logical devices is impossible afterwards."""
+    kind = settings.strategy
+    if kind == "default":
+        return default()
+    if kind == "mirrored":
+        return Distribution(kind, tf.distribute.MirroredStrategy(_devices(settings.devices)))
+    task = parse_tf_config(os.environ["TF_CONFIG"])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
+    )
+    return Distribution(kind, strategy, worker=task.index, workers=task.workers)
+
+
+def parse_tf_config(text):
+    """Reads a TF_CONFIG value; returns this process's `Task`.
+
+    TF_CONFIG is JSON: {"cluster": {"worker": ["host:port", ...], "chief":
+    ["host:port"] (optional)}, "task": {"type": "worker" | "chief", "index": i}}.
+    The chief (or worker 0 when there is none) is task 0 and writes the run folder.
+
+    Raises:
+        ValueError: one line saying what is wrong with it.
+    """
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise ValueError('TF_CONFIG has no "cluster" object')
+    cluster = config["cluster"]
+    unknown = sorted(set(cluster) - {"chief", "worker"})
+    if unknown:
+        raise ValueError(f"TF_CONFIG: task types {unknown} are not supported (chief, worker only)")
+    chiefs, workers = cluster.get("chief", []), cluster.get("worker", [])
+    if not isinstance(chiefs, list) or not isinstance(workers, list) or len(chiefs) > 1:
+        raise ValueError('TF_CONFIG: "chief" must list at most one address, "worker" a list')
+    addresses = chiefs + workers
+    if len(addresses) < 2:
+        raise ValueError(f"TF_CONFIG names {len(addresses)} task(s); a cluster needs at least 2")
+    for address in addresses:
+        _port(address)
+    task = config.get("task")
+    if not isinstance(task, dict) or task.get("type") not in ("chief", "worker"):
+        raise ValueError('TF_CONFIG: "task" must be {"type": "worker" or "chief", "index": i}')
+    members = chiefs if task["type"] == "chief" else workers
+    index = task.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < len(members):
+        raise ValueError(
+            f"TF_CONFIG: task index {index!r} is not one of the {len(members)}"
+            f" {task['type']} address(es)"
+        )
+    place = index if task["type"] == "chief" else len(chiefs) + index
+    return Task(index=place, workers=len(addresses), address=addresses[place])
+
+
+def leave(distribution, status):
+    """Returns `status`; a multi-worker process instead exits with it right away.
+
+    MultiWorkerMirroredStrategy checks its peers from a thread that sleeps 30 s
+    between checks, and the strategy's destructor waits for that thread: a
+    finished worker would linger up to 30 s (10-12 s measured here). Every
+    file is closed by now, so the process exits without that wait.
+    """
+    if distribution.workers == 1:
+        return status
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def free_ports(count):
+    """`count` distinct TCP ports free on 127.0.0.1 right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def _port(address):
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"TF_CONFIG: address {address!r} is not host:port")
+    return int(port)
+
+
+def _check_port_free(address, what):
+    """The port TensorFlow's server will listen on must not be taken already."""
+    port = _port(address)
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("", port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(f"{what} {address}: port {port} is already in use") from None
+        raise ValueError(
+            f"{what} {address}: cannot listen on port {port}: {error.strerror}"
+        ) from None
+    finally:
+        probe.close()
+
+
+def _devices(count):
+    """`count` devices for MirroredStrategy: GPUs if there are enough, else logical CPUs."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < count:
+            raise ValueError(f"--devices {count}: this machine has {len(gpus)} GPU(s)")
+        return [f"/gpu:{index}" for index in range(count)]
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"--devices {count}: TensorFlow's devices were set up before the CPU could be split"
+            " (start a new process)"
+        ) from None
+    return [f"/cpu:{index}" for index in range(count)]
