@@ -37,8 +37,9 @@ test-torch: $(TORCH_STAMP)  ## the backend-neutral tests on Keras's PyTorch back
 tensorboard: $(STAMP)  ## serve logs/ on 127.0.0.1
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1
 
-bench: $(STAMP)  ## kbn vs Keras speed benchmark
+bench: $(STAMP)  ## kbn vs Keras speed benchmark, then whole models (folded BN, ResNet-50)
 	$(BIN)/python -m benchmarks.suite
+	$(BIN)/python -m benchmarks.models
 
 lint: $(STAMP)
 	$(BIN)/ruff check kbn tests train benchmarks

@@ -15,7 +15,7 @@ curves agree within 1e-3, and writes a PNG next to the run folders in
 import os
 import sys
 
-from train import cli, distributed, plots, report, run_folder, runs, workers
+from train import cli, disagreement, distributed, plots, report, run_folder, runs, workers
 from train.datasets import DatasetError
 from train.models import VARIANTS
 from train.train import load_data
@@ -69,6 +69,9 @@ def main(argv=None):
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )
+        if not agree:
+            print("\n".join(disagreement.reasons(results["keras"].summary,
+                                                 results["kbn"].summary)))
     else:
         print("interrupted: the table shows the runs so far")
     print(f"plot: {plot_path}")

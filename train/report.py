@@ -44,20 +44,27 @@ def comparison_table(results, target_accuracy):
         "s/epoch",
         "stopped",
     )
+    # --recalibrate: the final numbers again, after kbn.recalibrate.
+    recalibrated = any("val_accuracy_recalibrated" in result.summary
+                       for result in results.values())
+    if recalibrated:
+        header = header[:5] + ("recal val acc", "recal val loss") + header[5:]
     rows = []
     for variant, result in results.items():
         s = result.summary
-        rows.append(
-            (
-                variant,
-                _or_dash(s["epochs_to_target"], "never"),
-                _number(s["best_val_accuracy"], 4),
-                _number(s["final_val_accuracy"], 4),
-                _number(s["final_val_loss"], 4),
-                _number(s["seconds_per_epoch"], 3),
-                s["stopped_early"] or "",
-            )
+        row = (
+            variant,
+            _or_dash(s["epochs_to_target"], "never"),
+            _number(s["best_val_accuracy"], 4),
+            _number(s["final_val_accuracy"], 4),
+            _number(s["final_val_loss"], 4),
+            _number(s["seconds_per_epoch"], 3),
+            s["stopped_early"] or "",
         )
+        if recalibrated:
+            row = row[:5] + (_number(s.get("val_accuracy_recalibrated"), 4),
+                             _number(s.get("val_loss_recalibrated"), 4)) + row[5:]
+        rows.append(row)
     return format_table(header, rows)
 
 
@@ -75,7 +82,10 @@ def sweep_table(results_by_lr, variants, target_accuracy):
             outcome = (
                 "NaN" if s["stopped_early"] == "nan" else _or_dash(s["epochs_to_target"], "never")
             )
-            cells.append(f"{outcome} ({_number(s['best_val_accuracy'], 3)})")
+            best = _number(s["best_val_accuracy"], 3)
+            if "val_accuracy_recalibrated" in s:  # --recalibrate
+                best += f", recalibrated {_number(s['val_accuracy_recalibrated'], 3)}"
+            cells.append(f"{outcome} ({best})")
         rows.append((f"{lr:g}", *cells))
     return format_table(header, rows)
 

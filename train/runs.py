@@ -24,8 +24,8 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from kbn.callbacks import ActivationInputMonitor
-from train import distributed, files, loop, signals
+from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
+from train import distributed, files, inference_gap, loop, signals
 from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
 from train.recording import METRIC_COLUMNS, BatchScalars, RunRecorder, summarize
@@ -231,6 +231,12 @@ def run(state):
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
     summary["status"] = stopped or "finished"
+    for monitor in (c for c in callbacks if isinstance(c, BatchStatsMonitor)):
+        summary["batch_stats_events"] = monitor.events
+    # The gap check and --recalibrate: single-process runs (one model to evaluate).
+    if state.variant != "none" and stopped is None and state.distribution.workers == 1:
+        summary.update(inference_gap.after_training(state.model, state.data, state.settings,
+                                                    state.variant))
     exit_status = {None: 0, "nan": 1, "interrupted": stop.exit_status}[stopped]
     if lost_worker:
         exit_status = 1
@@ -269,6 +275,9 @@ def chief_callbacks(state):
                 every_n_steps=state.settings.shift_every,
             )
         )
+    if state.variant != "none" and not getattr(state.settings, "no_batch_stats", False):
+        callbacks.append(BatchStatsMonitor(os.path.join(run_dir, "train"),
+                                           state.settings.batch_log_every))
     return callbacks
 
 
