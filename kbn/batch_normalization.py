@@ -139,7 +139,12 @@ class BatchNormalization(keras.layers.Layer):
     batch still shows the NaN, so the problem stays visible, but inference is
     not broken for good, as it is in Keras, where one such batch poisons the
     moving mean and variance forever. Channels that a mask leaves without any
-    entry are skipped the same way.
+    entry are skipped the same way. `layer.skipped_updates` (an int32
+    variable, 0 after build; read it with `keras.ops.convert_to_numpy`) counts
+    the channel updates skipped so far: one per channel per skipping batch.
+    It is in `layer.variables` but not in `layer.weights`, so `get_weights`,
+    `set_weights` and saved files are those of Keras's layer (a loaded model
+    counts from 0).
     """
 
     def __init__(
@@ -206,6 +211,7 @@ class BatchNormalization(keras.layers.Layer):
         self.num_batches_tracked = None
         self._axes = None
         self._reduction_axes = None
+        self.skipped_updates = None
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -261,6 +267,18 @@ class BatchNormalization(keras.layers.Layer):
 
             moments_fn = functools.partial(moments_fn, all_reduce_sum=_distributed.replica_sum)
         self._moments_fn = moments_fn
+        # NaN safety's tally of skipped channel updates. Not a weight (get_weights
+        # stays Keras's list, files stay loadable both ways): set past the tracker,
+        # and handed out by `variables`, so JAX's stateless steps carry it too.
+        object.__setattr__(self, "skipped_updates", keras.Variable(
+            0, shape=(), dtype="int32", trainable=False, name="skipped_updates",
+            aggregation="only_first_replica",
+        ))
+
+    @property
+    def variables(self):
+        counter = [] if self.skipped_updates is None else [self.skipped_updates]
+        return super().variables + counter
 
     def _add_float32_weight(self, name, shape, initializer, trainable, regularizer=None,
                             constraint=None):
@@ -369,7 +387,9 @@ class BatchNormalization(keras.layers.Layer):
 
     def _update_moving_statistics(self, x, mean, variance, count):
         if self.renorm:
-            self._update_renorm_statistics(mean, variance, _generic.is_valid(variance, count))
+            valid = _generic.is_valid(variance, count)
+            self._count_skipped(valid)
+            self._update_renorm_statistics(mean, variance, valid)
             return
         if self.unbiased_moving_variance and self.virtual_batch_size is None:
             # (ghost batches apply the correction per ghost batch themselves)
@@ -377,6 +397,7 @@ class BatchNormalization(keras.layers.Layer):
                 variance, _generic.entries(x, self._reduction_axes, count)
             )
         valid = _generic.is_valid(variance, count)
+        self._count_skipped(valid)
         momentum = self.momentum
         if momentum is None:  # cumulative average: the (n+1)-th batch has weight 1/(n+1)
             n = ops.convert_to_tensor(self.num_batches_tracked)
@@ -422,6 +443,9 @@ class BatchNormalization(keras.layers.Layer):
                              synchronized=self.synchronized):
             return _generic
         return fast.always_fused if path == "fast" else fast
+
+    def _count_skipped(self, valid):
+        self.skipped_updates.assign_add(ops.sum(ops.cast(ops.logical_not(valid), "int32")))
 
     def _move(self, variable, batch_value, momentum, valid):
         moving = ops.convert_to_tensor(variable)  # one read of the variable, used twice

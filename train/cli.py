@@ -101,6 +101,13 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         "--bn-momentum", type=float, default=0.99, help="moving-average momentum" + show
     )
     bn.add_argument("--bn-epsilon", type=float, default=1e-3, help="added to the variance" + show)
+    bn.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="after training, recompute BN's moving statistics over the training data "
+        "(kbn.recalibrate, the paper's Algorithm 2); summary.json and the table get validation "
+        "accuracy and loss with the moving averages and recalibrated",
+    )
 
     optimization = parser.add_argument_group("optimization")
     optimization.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help=show.strip())
@@ -146,6 +153,12 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         default=10,
         metavar="STEPS",
         help="batch-level TensorBoard scalars every STEPS steps" + show,
+    )
+    logging.add_argument(
+        "--no-batch-stats",
+        action="store_true",
+        help="do not log batch_stats/<bn layer>/mean_shift, variance_ratio, skipped "
+        "(kbn.callbacks.BatchStatsMonitor, every --batch-log-every steps)",
     )
     if resume_flag:
         logging.add_argument(

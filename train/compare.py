@@ -14,7 +14,7 @@ curves agree within 1e-3, and writes a PNG next to the run folders in
 import os
 import sys
 
-from train import cli, plots, report, runs
+from train import cli, disagreement, plots, report, runs
 from train.datasets import DatasetError
 from train.train import load_data
 
@@ -58,6 +58,8 @@ def main(argv=None):
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )
+        if not agree:
+            print("\n".join(disagreement.reasons(results[1].summary, results[2].summary)))
         status = 0 if agree else 1
     else:
         status = 130

@@ -41,20 +41,26 @@ def comparison_table(results, target_accuracy):
         "s/epoch",
         "stopped",
     )
+    # --recalibrate: the final numbers again, after kbn.recalibrate.
+    recalibrated = any("val_accuracy_recalibrated" in result.summary for result in results)
+    if recalibrated:
+        header = header[:5] + ("recal val acc", "recal val loss") + header[5:]
     rows = []
     for result in results:
         s = result.summary
-        rows.append(
-            (
-                s["variant"],
-                _or_dash(s["epochs_to_target"], "never"),
-                _number(s["best_val_accuracy"], 4),
-                _number(s["final_val_accuracy"], 4),
-                _number(s["final_val_loss"], 4),
-                _number(s["seconds_per_epoch"], 3),
-                s["stopped_early"] or "",
-            )
+        row = (
+            s["variant"],
+            _or_dash(s["epochs_to_target"], "never"),
+            _number(s["best_val_accuracy"], 4),
+            _number(s["final_val_accuracy"], 4),
+            _number(s["final_val_loss"], 4),
+            _number(s["seconds_per_epoch"], 3),
+            s["stopped_early"] or "",
         )
+        if recalibrated:
+            row = row[:5] + (_number(s.get("val_accuracy_recalibrated"), 4),
+                             _number(s.get("val_loss_recalibrated"), 4)) + row[5:]
+        rows.append(row)
     return format_table(header, rows)
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from kbn.callbacks import ActivationInputMonitor
+from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
+from train import inference_gap
 from train.models import build_model, hidden_activation_names
 
 METRIC_COLUMNS = (
@@ -287,6 +288,10 @@ def _fit(args, data, model, run_dir, summary, rows, first_epoch, extra_callbacks
             every_n_steps=args.shift_every,
         )
         callbacks.append(monitor)
+    batch_stats = None
+    if summary["variant"] != "none" and not getattr(args, "no_batch_stats", False):
+        batch_stats = BatchStatsMonitor(os.path.join(run_dir, "train"), args.batch_log_every)
+        callbacks.append(batch_stats)
     callbacks += [recorder, *extra_callbacks]
     if first_epoch < args.epochs:
         batches = epoch_batches(
@@ -311,6 +316,10 @@ def _fit(args, data, model, run_dir, summary, rows, first_epoch, extra_callbacks
     summary.update(summarize(rows, args.target_accuracy))
     summary["stopped_early"] = recorder.stopped
     summary["status"] = recorder.stopped or "finished"
+    if batch_stats is not None:
+        summary["batch_stats_events"] = batch_stats.events
+    if summary["variant"] != "none" and recorder.stopped is None:
+        summary.update(inference_gap.after_training(model, data, args, summary["variant"]))
     _write_json(os.path.join(run_dir, "summary.json"), summary)
     if recorder.stopped == "nan":
         print(f"[{summary['variant']}] loss became NaN; run stopped ({run_dir})", flush=True)

@@ -71,6 +71,11 @@ def main(argv=None, extra_callbacks=()):
         f" {summary['epochs_to_target'] or 'not reached'};"
         f" best {summary['best_val_accuracy']}; status {summary['status']}"
     )
+    if "val_accuracy_recalibrated" in summary:
+        print(
+            f"recalibrated: val accuracy {summary['val_accuracy_ema']:.4f} with the moving"
+            f" averages, {summary['val_accuracy_recalibrated']:.4f} recalibrated"
+        )
     print(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
     return {"interrupted": 130, "nan": 1}.get(summary["stopped_early"], 0)
 

@@ -1,0 +1,53 @@
+"""Finding the batch-norm layers of a model, and what a tool may do with each.
+
+The tools (`recalibrate`, `fold_batchnorm`, `convert`, `BatchStatsMonitor`)
+work on `kbn.BatchNormalization` and `keras.layers.BatchNormalization` alike,
+in nested models too; this module is where they agree on which layers those
+are and which of them they can serve.
+"""
+
+import keras
+
+from kbn.batch_normalization import BatchNormalization
+
+BATCH_NORM_CLASSES = (BatchNormalization, keras.layers.BatchNormalization)
+
+
+def is_batch_norm(layer):
+    return isinstance(layer, BATCH_NORM_CLASSES)
+
+
+def batch_norm_layers(model):
+    """Every batch-norm layer of `model` (nested models included), each once, in layer order."""
+    seen, found = set(), []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if is_batch_norm(layer) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+def channel_axes(layer):
+    """The layer's normalized axes as a tuple (one entry unless `axis` is a list)."""
+    axis = layer.axis
+    return tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+
+
+def has_moving_statistics(layer):
+    return getattr(layer, "moving_mean", None) is not None
+
+
+def momentum_of(layer):
+    """The moving averages' momentum, or None (a cumulative average, or none at all)."""
+    return getattr(layer, "momentum", None)
+
+
+def not_recalibratable(layer):
+    """Why the moving statistics of `layer` cannot be recomputed, or None if they can."""
+    if not layer.built:
+        return "not built (call the model once first)"
+    if not has_moving_statistics(layer):
+        return "keeps no moving statistics (track_moving_statistics=False)"
+    if not layer.trainable:
+        return "frozen (trainable=False): it normalizes with its moving statistics in training too"
+    return None
