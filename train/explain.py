@@ -273,20 +273,24 @@ def print_placement(step, args):
 
 def print_why_inference_differs(args):
     steps = algorithm1.steps_to_forget(args.momentum)
-    take = 1.0 - args.momentum
     print()
+    if args.momentum == 0:
+        print("With momentum 0 the moving statistics are the last batch's own, so inference with")
+        print("them equals inference with this batch's statistics.")
+        return
+    if args.momentum == 1:
+        print("With momentum 1 the moving statistics never leave (0, 1): inference normalizes")
+        print("with them whatever the batches were.")
+        return
     print("Why the two inference results differ: after one step the moving statistics have moved")
-    print(f"only {100 * take:g} % of the way from (0, 1) towards this batch's (μ_B, σ²_B).")
-    if steps is None:
-        print("With this momentum they are"
-              + (" the last batch's own statistics." if args.momentum == 0 else " never updated."))
-    else:
-        print(f"With momentum {args.momentum:g} the start keeps the weight momentumⁿ after n steps,"
-              f" so covering 99 %")
-        print(f"takes ln(0.01)/ln({args.momentum:g}) = {steps:.0f} steps: early in training,"
-              " inference lags the network")
-        print("(kbn.recalibrate, the paper's Algorithm 2, recomputes them with the trained"
-              " network).")
+    print(f"only {100 * (1 - args.momentum):g} % of the way from (0, 1) towards this batch's"
+          " (μ_B, σ²_B).")
+    print(f"With momentum {args.momentum:g} the start keeps the weight momentumⁿ after n steps,"
+          " so covering 99 %")
+    print(f"takes ln(0.01)/ln({args.momentum:g}) = {steps:.0f} steps: early in training,"
+          " inference lags the network")
+    print("(kbn.recalibrate, the paper's Algorithm 2, recomputes them with the trained"
+          " network).")
 
 
 # --- the check through both layers ----------------------------------------------------------
