@@ -101,7 +101,7 @@ def plot_experiment(experiment, seeds, by_cell, path):
         for v in values(experiment, row, seeds, by_cell).values()
         if v is not None
     ]
-    edge = (max(finite) * 1.1 if finite else 1.0) if finite else 1.0
+    edge = max(finite) * 1.1 if finite else 1.0  # where "never" / "NaN" is drawn
     for index, row in enumerate(experiment.rows):
         found = values(experiment, row, seeds, by_cell)
         numbers = [v for v in found.values() if v is not None]
@@ -117,7 +117,8 @@ def plot_experiment(experiment, seeds, by_cell, path):
     axis.set_yticks(range(len(labels)), labels)
     axis.invert_yaxis()
     axis.set(
-        title=f"{experiment.key}: {experiment.title} (seeds {','.join(map(str, seeds))})",
+        title=f"{experiment.key}: {experiment.title}"
+        f" (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})",
         xlabel=metric_of(experiment, experiment.rows[0]).name,
     )
     figure.tight_layout()
