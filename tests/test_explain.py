@@ -51,6 +51,7 @@ def reference(features, placed, weights, epsilon, momentum, lr, student, activat
         "grad_beta": dy.sum(),
         "gamma": gamma,
         "beta": beta,
+        "y_after": gamma * x_hat + beta,
         "moving_mean": moving_mean,
         "moving_variance": moving_variance,
         "inference_moving": gamma * (new_x - moving_mean) / np.sqrt(moving_variance + epsilon)
@@ -88,6 +89,8 @@ def printed_values(text, placement):
         # "γ ← 1 − lr·(∂L/∂γ) = γ'      β ← 0 − lr·(∂L/∂β) = β'" on one line
         "gamma": float(re.findall(r"= (-?\d+\.\d+)", find_line(lines, "γ ←"))[0]),
         "beta": float(re.findall(r"= (-?\d+\.\d+)", find_line(lines, "γ ←"))[1]),
+        "y_after": np.array([float(v) for v in re.findall(
+            r"y[₀-₉]+ = (-?\d+\.\d+)", find_line(lines, "so the same batch"))]),
         "moving_mean": find("moving_mean"),
         "moving_variance": find("moving_variance"),
         "inference_moving": find("moving statistics: y"),

@@ -90,6 +90,7 @@ class BatchNormStep:
         grad_y: ∂L/∂y_i (times g'(y_i) before the activation).
         grad_gamma, grad_beta: Σ ∂L/∂y_i·x̂_i and Σ ∂L/∂y_i.
         gamma, beta: After one SGD step from (1, 0).
+        y_after: γ·x̂ + β with those γ, β (the same batch, the next forward pass).
         moving_mean, moving_variance: After one update from (0, 1).
         new_x: BN's input for a new student.
         inference_moving: γ·(new_x − moving_mean)/sqrt(moving_variance + ε) + β.
@@ -112,6 +113,7 @@ class BatchNormStep:
     grad_beta: float
     gamma: float
     beta: float
+    y_after: np.ndarray
     moving_mean: float
     moving_variance: float
     new_x: float
@@ -183,6 +185,7 @@ def batch_norm_step(z, placed, *, placement, activation, epsilon, momentum, lr, 
         grad_beta=grad_beta,
         gamma=gamma,
         beta=beta,
+        y_after=gamma * x_hat + beta,
         moving_mean=float(moving_mean),
         moving_variance=float(moving_variance),
         new_x=new_x,

@@ -255,6 +255,8 @@ def print_placement(step, args):
     print(f"   ∂L/∂β = Σ ∂L/∂y_i = {sums} = {_f(step.grad_beta)}")
     print(f"   γ ← 1 − {args.lr:g}·{_term(step.grad_gamma)} = {_f(step.gamma)}"
           f"      β ← 0 − {args.lr:g}·{_term(step.grad_beta)} = {_f(step.beta)}")
+    print("   so the same batch would now give y_i = γ·x̂_i + β:  " + "  ".join(
+        f"y{_sub(i)} = {_f(v)}" for i, v in enumerate(step.y_after, start=1)))
     keep, take = args.momentum, 1.0 - args.momentum
     print(f"9. moving statistics (what inference uses), one update with momentum {keep:g}:")
     print(f"   moving_mean     ← {keep:g}·0 + {take:g}·{_term(step.mean)} = {_f(step.moving_mean)}")
