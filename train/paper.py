@@ -30,9 +30,10 @@ from train.train import load_data
 FULL_SEEDS = "1,2,3"
 QUICK_SEEDS = "1"
 TRAINING_SAMPLES = 1437  # digits with the default 0.2 validation split, for time estimates
-# A run's fixed cost (building, tracing, the end-of-run checks), in training
-# steps: about 2 s against ~10 ms a step, measured on the 2-core machine.
-FIXED_COST_STEPS = 200
+# A run's fixed cost (building, tracing, the end-of-run checks) in training steps.
+# In a --quick run on the loaded 2-core machine a 2-epoch run (48 steps) took
+# 3–4 s and a 15-epoch one (360 steps) 7–12 s: ~20 ms a step, ~2.5 s fixed.
+FIXED_COST_STEPS = 120
 # The settings `train.train.load_data` reads: runs that agree on them share one dataset.
 DATA_SETTINGS = ("dataset", "data", "label_column", "input_norm", "validation_split", "seed",
                  "model")
