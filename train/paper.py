@@ -194,7 +194,7 @@ def run_jobs(jobs, report_dir, log):
         else:
             summary = job.result.summary
             outcome = (
-                f"{summary['epochs_run']} epochs,"
+                f"{summary['epochs_run']} epoch{'' if summary['epochs_run'] == 1 else 's'},"
                 f" to 0.95: {summary['epochs_to_target'] or 'never'},"
                 f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
             )
