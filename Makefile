@@ -10,7 +10,7 @@ TORCH_VENV := .venv-torch
 TORCH_BIN := $(TORCH_VENV)/bin
 TORCH_STAMP := $(TORCH_VENV)/.installed
 
-.PHONY: run test test-torch tensorboard bench lint clean
+.PHONY: run paper test test-torch tensorboard bench lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ $(TORCH_STAMP): setup.cfg pyproject.toml
 
 run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digits data
 	$(BIN)/python -m train.compare
+
+paper: $(STAMP)  ## the paper's claims rerun (7 experiments, 3 seeds): logs/paper/<time>/report.md
+	$(BIN)/python -m train.paper
 
 test: $(STAMP)  ## the whole suite on TensorFlow, then the backend-neutral suites on JAX
 	$(BIN)/python -m pytest

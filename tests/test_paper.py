@@ -1,0 +1,192 @@
+"""python -m train.paper: the --quick report end to end, the verdict rule, sharing, bad input."""
+
+import contextlib
+import glob
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from train import paper, paper_report
+from train.experiments import EXPERIMENTS, Experiment, Metric, Row
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One `python -m train.paper --quick` for the module: (status, stdout, report folder)."""
+    logdir = tmp_path_factory.mktemp("logs")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = paper.main(["--quick", "--logdir", str(logdir)])
+    (report_dir,) = glob.glob(str(logdir / "paper" / "*"))
+    return status, output.getvalue(), report_dir
+
+
+def test_quick_report_has_every_experiment_with_a_verdict_and_a_png(quick):
+    status, stdout, report_dir = quick
+    assert status == 0
+    assert re.fullmatch(r"\d{8}-\d{6}", os.path.basename(report_dir))
+    with open(os.path.join(report_dir, "report.md")) as f:
+        text = f.read()
+    assert "`python -m train.paper --quick" in text
+    for experiment in EXPERIMENTS:
+        row = re.search(rf"^\| {experiment.key} {re.escape(experiment.title)} \| ([a-z ]+) \|",
+                        text, re.MULTILINE)
+        assert row, experiment.key
+        assert row.group(1) in paper_report.VERDICTS  # E4 runs: kbn.recalibrate is merged
+        assert f"## {experiment.key} {experiment.title}" in text
+        with open(os.path.join(report_dir, f"{experiment.key}.png"), "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+    with open(os.path.join(report_dir, "E1-curves.png"), "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    assert "full run only" in text  # E5's batch-2 rows
+    assert "FAILED" not in stdout and "failed (runs.log)" not in text
+
+
+def test_report_numbers_are_the_runs_summary_numbers(quick):
+    """E1's cells are its runs' summary.json epochs_to_target; E4's its recalibration entries."""
+    _, _, report_dir = quick
+    with open(os.path.join(report_dir, "report.md")) as f:
+        text = f.read()
+    for label, variant in (("no BN", "none"), ("BN (kbn)", "kbn")):
+        (summary_path,) = glob.glob(os.path.join(report_dir, "E1", f"*-{_slug(label)}-seed1",
+                                                 "summary.json"))
+        with open(summary_path) as f:
+            summary = json.load(f)
+        assert summary["variant"] == variant and summary["epochs_run"] == 15
+        expected = summary["epochs_to_target"]
+        cell = "never" if expected is None else str(expected)
+        assert re.search(rf"^\| {re.escape(label)} \| `{variant}` \| [^|]+ \| 15 \| {cell} \|",
+                         text, re.MULTILINE), (label, cell)
+    (summary_path,) = glob.glob(os.path.join(report_dir, "E4", "*-6-epochs-seed1", "summary.json"))
+    with open(summary_path) as f:
+        summary = json.load(f)
+    for label, key in (("moving averages, 6 epochs", "val_accuracy_ema"),
+                       ("recalibrated, 6 epochs", "val_accuracy_recalibrated")):
+        assert re.search(rf"^\| {label} \| `kbn` \| [^|]+ \| 6 \| {summary[key]:.3f} \|",
+                         text, re.MULTILINE), label
+
+
+def test_progress_lines_and_run_folders(quick):
+    status, stdout, report_dir = quick
+    jobs, _, _ = paper.plan(EXPERIMENTS, (1,), quick=True)
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(jobs)
+    for number, line in enumerate(progress, start=1):
+        assert re.match(rf"\[ ?{number}/{len(jobs)}\] E\d .*elapsed \d+:\d\d, about \d+:\d\d left$",
+                        line)
+    assert progress[-1].endswith("about 0:00 left")
+    assert len(glob.glob(os.path.join(report_dir, "E*", "*", "summary.json"))) == len(jobs)
+    with open(os.path.join(report_dir, "runs.log")) as f:
+        assert "epoch   1/" in f.read()  # the runs' own epoch lines went to the log
+
+
+def _slug(label):
+    return paper._slug(label)
+
+
+def _fake_job(value):
+    return SimpleNamespace(result=SimpleNamespace(summary={"stopped_early": None, "x": value}),
+                           error=None)
+
+
+def _experiment(higher):
+    metric = Metric("x", lambda result: result.summary["x"], higher)
+    return Experiment(key="T", title="t", claim="c", source="s",
+                      rows=(Row("a", "kbn"), Row("b", "none")), metric=metric,
+                      comparisons=(("a", "b"),), epochs=(1, 1))
+
+
+@pytest.mark.parametrize(
+    "a, b, higher, expected",
+    [
+        ((1, 2, 3), (2, 3, 4), False, "reproduced"),
+        ((1, 2, 5), (2, 3, 4), False, "partly"),
+        ((3, 3, 5), (2, 3, 4), False, "not reproduced"),
+        ((11, 12, 13), (None, None, None), False, "reproduced"),  # never reached: worst
+        ((None, 12, 13), (None, None, 20), False, "partly"),  # a tie of two nevers does not hold
+        ((0.9, 0.8, 0.7), (0.5, None, 0.7), True, "partly"),
+    ],
+)
+def test_verdict_rule(a, b, higher, expected):
+    experiment = _experiment(higher)
+    by_cell = {}
+    for seed in (1, 2, 3):
+        by_cell[("T", "a", seed)] = _fake_job(a[seed - 1])
+        by_cell[("T", "b", seed)] = _fake_job(b[seed - 1])
+    outcome, sentence = paper_report.verdict(experiment, (1, 2, 3), by_cell)
+    assert outcome == expected
+    assert "of 3 seeds" in sentence
+
+
+def test_identical_rows_share_runs_and_quick_leaves_out_full_only_rows():
+    jobs, by_cell, skipped = paper.plan(EXPERIMENTS, (1, 2), quick=False)
+    assert skipped == {}
+    for label_e1, label_e3 in (("no BN", "no BN"), ("BN (kbn)", "BN (kbn)")):
+        assert by_cell[("E1", label_e1, 2)] is by_cell[("E3", label_e3, 2)]
+    assert by_cell[("E1", "BN (kbn)", 1)] is by_cell[("E6", "before", 1)]
+    assert by_cell[("E1", "BN (kbn)", 1)] is not by_cell[("E1", "BN (kbn)", 2)]
+    assert ("E5", "batch 2, BN", 1) in by_cell
+    _, quick_cells, _ = paper.plan(EXPERIMENTS, (1,), quick=True)
+    assert ("E5", "batch 2, BN", 1) not in quick_cells
+    assert quick_cells[("E1", "no BN", 1)].epochs == 15
+
+
+def test_an_experiment_whose_requirement_is_missing_is_skipped_with_its_reason(tmp_path):
+    missing = Experiment(key="E4", title="t", claim="c", source="s", rows=(Row("a", "kbn"),),
+                         metric=EXPERIMENTS[0].metric, comparisons=(), epochs=(1, 1),
+                         requires=lambda: "kbn.recalibrate (issue 9) is not in this version")
+    jobs, by_cell, skipped = paper.plan((missing,), (1,), quick=True)
+    assert jobs == [] and skipped == {"E4": "kbn.recalibrate (issue 9) is not in this version"}
+    path, table = paper_report.write(str(tmp_path), (missing,), (1,), by_cell, skipped,
+                                     command="python -m train.paper", wall_seconds=0.0,
+                                     finished=True)
+    with open(path) as f:
+        text = f.read()
+    assert "| E4 t | skipped | kbn.recalibrate (issue 9) is not in this version |" in text
+    assert "**Skipped:** kbn.recalibrate (issue 9) is not in this version." in text
+
+
+def test_report_folder_is_never_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(paper.run_folder, "timestamp", lambda: "20260101-000000")
+    first = paper.make_report_dir(str(tmp_path))
+    second = paper.make_report_dir(str(tmp_path))
+    assert first != second and second.endswith("20260101-000000-2")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "E9"], "--only 'E9': unknown E9; choose from E1, E2"),
+        (["--only", ","], "--only ',': unknown empty list"),
+        (["--seeds", "1,a"], "--seeds '1,a': expected integers"),
+        (["--seeds", "1,1"], "seeds must be distinct"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        paper.parse([*argv, "--logdir", str(tmp_path)])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not os.path.exists(tmp_path / "paper" / "E1")
+
+
+def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "train.paper", "--quick", "--logdir", str(blocker)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("python -m train.paper: error: cannot create log folder")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,275 @@
+"""Reruns the paper's claims on the offline digits and writes a report: `make paper`.
+
+    python -m train.paper                 # 7 experiments, 3 seeds (≤ 15 min on 2 cores)
+    python -m train.paper --quick         # 1 seed, fewer epochs (≤ 3 min): a smoke run
+    python -m train.paper --only E1,E4 --seeds 1,2
+
+The experiments (train/experiments.py) are data: rows of `train.compare`
+flags, the number read from each run, and the comparisons that make the
+claim. Every run is an ordinary run folder under
+logs/paper/<YYYYmmdd-HHMMSS>/<experiment>/ (see train/runs.py), so
+`tensorboard --logdir logs/paper` shows them all. The report,
+logs/paper/<YYYYmmdd-HHMMSS>/report.md, gives per experiment the claim, what
+was measured here (every seed, mean and range), a verdict and a PNG. The
+terminal gets one line per run with an estimate of the time left; the runs'
+own epoch lines go to runs.log in the report folder.
+"""
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import time
+
+from train import cli, paper_report, run_folder, runs
+from train.datasets import DatasetError
+from train.experiments import EXPERIMENTS
+from train.train import load_data
+
+FULL_SEEDS = "1,2,3"
+QUICK_SEEDS = "1"
+TRAINING_SAMPLES = 1437  # digits with the default 0.2 validation split, for time estimates
+# A run's fixed cost (building, tracing, the end-of-run checks) in training steps.
+# In a --quick run on the loaded 2-core machine a 2-epoch run (48 steps) took
+# 3–4 s and a 15-epoch one (360 steps) 7–12 s: ~20 ms a step, ~2.5 s fixed.
+FIXED_COST_STEPS = 120
+# The settings `train.train.load_data` reads: runs that agree on them share one dataset.
+DATA_SETTINGS = ("dataset", "data", "label_column", "input_norm", "validation_split", "seed",
+                 "model")
+
+
+class Job:
+    """One training run: a row of an experiment at one seed (shared by identical rows)."""
+
+    def __init__(self, experiment, row, seed, epochs):
+        self.experiment = experiment
+        self.row = row
+        self.seed = seed
+        self.epochs = epochs
+        self.flags = (*experiment.flags, *row.flags)
+        self.result = None
+        self.error = None
+
+    @property
+    def identity(self):
+        return (self.row.variant, self.flags, self.epochs, self.seed, self.experiment.monitor)
+
+    @property
+    def batch_size(self):
+        flags = list(self.flags)
+        return int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else 60
+
+    @property
+    def cost(self):
+        """Estimated cost in training steps."""
+        return self.epochs * math.ceil(TRAINING_SAMPLES / self.batch_size) + FIXED_COST_STEPS
+
+
+def make_parser():
+    parser = cli._OneLineParser(
+        prog="python -m train.paper",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs (≤ 3 min)")
+    parser.add_argument(
+        "--only",
+        metavar="E1,E2,...",
+        help="run only these experiments (default: all of "
+        + ",".join(experiment.key for experiment in EXPERIMENTS)
+        + ")",
+    )
+    parser.add_argument(
+        "--seeds",
+        metavar="S,S,...",
+        help=f"seeds of every row (default: {FULL_SEEDS}; with --quick {QUICK_SEEDS})",
+    )
+    parser.add_argument("--logdir", default="logs", help="root of all runs (default: %(default)s)")
+    return parser
+
+
+def parse(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.experiments = _select(args.only)
+        args.seed_values = _seeds(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))
+        cli.check_logdir(os.path.join(args.logdir, "paper"))
+    except cli.UsageError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return args
+
+
+def _select(only):
+    if only is None:
+        return EXPERIMENTS
+    by_key = {experiment.key: experiment for experiment in EXPERIMENTS}
+    keys = [key.strip().upper() for key in only.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in by_key]
+    if unknown or not keys:
+        raise cli.UsageError(
+            f"--only {only!r}: unknown {', '.join(unknown) or 'empty list'};"
+            f" choose from {', '.join(by_key)}"
+        )
+    return tuple(by_key[key] for key in by_key if key in keys)
+
+
+def _seeds(text):
+    try:
+        seeds = tuple(int(seed) for seed in text.split(","))
+    except ValueError:
+        raise cli.UsageError(f"--seeds {text!r}: expected integers like 1,2,3") from None
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise cli.UsageError(f"--seeds {text!r}: seeds must be distinct and >= 0")
+    return seeds
+
+
+def plan(experiments, seeds, quick):
+    """Jobs per (experiment key, row label, seed); identical rows share one `Job`.
+
+    Returns:
+        (jobs in run order, {(key, label, seed): Job}, {key: reason} for skipped experiments)
+    """
+    unique, by_cell, skipped = {}, {}, {}
+    for experiment in experiments:
+        reason = experiment.requires() if experiment.requires else None
+        if reason:
+            skipped[experiment.key] = reason
+            continue
+        for row in experiment.rows:
+            full, short = row.epochs or experiment.epochs
+            if quick and short == 0:
+                continue
+            for seed in seeds:
+                job = Job(experiment, row, seed, short if quick else full)
+                job = unique.setdefault(job.identity, job)
+                by_cell[(experiment.key, row.label, seed)] = job
+    return list(unique.values()), by_cell, skipped
+
+
+def run_jobs(jobs, report_dir, log):
+    """Trains every job; one progress line each. Returns False if interrupted (Ctrl-C)."""
+    parser = cli.make_parser("", experiment="paper", bn_flag=False)
+    datasets = {}
+    total = sum(job.cost for job in jobs)
+    done = 0
+    start = time.perf_counter()
+    for number, job in enumerate(jobs, start=1):
+        label = f"{job.experiment.key} {job.row.label}, seed {job.seed}"
+        settings = cli.parse(
+            parser,
+            [
+                *job.flags,
+                "--epochs", str(job.epochs),
+                "--seed", str(job.seed),
+                "--logdir", report_dir,
+                "--experiment", job.experiment.key,
+            ],
+        )
+        data_key = tuple(getattr(settings, name) for name in DATA_SETTINGS)
+        if data_key not in datasets:
+            datasets[data_key] = load_data(settings)
+        run_name = f"{_slug(job.row.label)}-seed{job.seed}"
+        run_dir = run_folder.make_run_dir(report_dir, job.experiment.key, run_name)
+        began = time.perf_counter()
+        with contextlib.redirect_stdout(log):
+            print(f"--- {label}: {run_dir}", flush=True)
+            try:
+                job.result = runs.train_variant(
+                    settings,
+                    datasets[data_key],
+                    job.row.variant,
+                    run_dir,
+                    monitor_layers="last" if job.experiment.monitor else None,
+                )
+            except Exception as error:  # one failed run must not lose the others
+                job.error = f"{type(error).__name__}: {_reason(error)}"
+                print(f"{label} failed: {job.error}", flush=True)
+        done += job.cost
+        elapsed = time.perf_counter() - start
+        left = elapsed / done * (total - done)
+        if job.result is None:
+            outcome = f"FAILED ({job.error[:160]}; see runs.log)"
+        else:
+            summary = job.result.summary
+            outcome = (
+                f"{summary['epochs_run']} epoch{'' if summary['epochs_run'] == 1 else 's'},"
+                f" to 0.95: {summary['epochs_to_target'] or 'never'},"
+                f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
+            )
+        print(
+            f"[{number:2d}/{len(jobs)}] {label}: {outcome} ({time.perf_counter() - began:.0f} s);"
+            f" elapsed {_clock(elapsed)}, about {_clock(left)} left",
+            flush=True,
+        )
+        if job.result is not None and job.result.summary["stopped_early"] == "interrupted":
+            return False
+    return True
+
+
+def make_report_dir(logdir):
+    """logs/paper/<YYYYmmdd-HHMMSS>/, never an existing folder (a clash gets -2, -3 …)."""
+    base = os.path.join(logdir, "paper", run_folder.timestamp())
+    folder, attempt = base, 1
+    while True:
+        try:
+            os.makedirs(folder)
+            return folder
+        except FileExistsError:
+            attempt += 1
+            folder = f"{base}-{attempt}"
+
+
+def _reason(error):
+    """One line of an exception: TensorFlow's run-time assertion if there is one, else the first."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or ["(no message)"]
+    return next((line for line in lines if line.startswith("assertion failed")), lines[0])
+
+
+def _slug(text):
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").replace("--", "-")
+
+
+def _clock(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def main(argv=None):
+    args = parse(argv)
+    jobs, by_cell, skipped = plan(args.experiments, args.seed_values, args.quick)
+    report_dir = make_report_dir(args.logdir)
+    command = "python -m train.paper " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"{len(jobs)} runs for {len(args.experiments) - len(skipped)} experiments,"
+          f" seeds {','.join(map(str, args.seed_values))}; report folder {report_dir}", flush=True)
+    for key, reason in skipped.items():
+        print(f"{key} skipped: {reason}", flush=True)
+    start = time.perf_counter()
+    try:
+        with open(os.path.join(report_dir, "runs.log"), "w") as log:
+            finished = run_jobs(jobs, report_dir, log)
+    except KeyboardInterrupt:  # outside a fit (runs.py handles Ctrl-C inside one)
+        finished = False
+    except DatasetError as error:
+        cli.fail("python -m train.paper", error, status=1)
+    wall = time.perf_counter() - start
+    path, table = paper_report.write(
+        report_dir,
+        args.experiments,
+        args.seed_values,
+        by_cell,
+        skipped,
+        command=command.strip(),
+        wall_seconds=wall,
+        finished=finished,
+    )
+    print()
+    print(table)
+    print(f"\nreport: {path}  ({_clock(wall)} for {len(jobs)} runs)")
+    print(f"look: tensorboard --logdir {os.path.join(args.logdir, 'paper')} --host 127.0.0.1")
+    return 0 if finished else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
