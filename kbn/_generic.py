@@ -46,8 +46,10 @@ def reduce(op, x, axes, keepdims=False):
     axes (0, 2) of a (16, 4, 1024, 32) tensor took 15 ms, over axis 0 and then
     axis 1 of the result 1.4 ms (the mean over (0, 1, 2) of the same tensor
     1.0 ms). Channels-first inputs and several axes reduce such axes. Means
-    of equal-sized runs compose exactly (a mean of means). Other backends
-    compile the whole reduction (XLA) or reduce well as it is.
+    of equal-sized runs compose exactly (a mean of means). Inside
+    `jit_compile=True` the stages pay too (`axis=[1, 3]` training step on
+    128×32×32×64 vs tf.keras's: 0.80 staged, 1.00 as one reduction). Other
+    backends are left to their own compilers.
     """
     runs = _runs(axes)
     if len(runs) == 1 or keras.backend.backend() != "tensorflow":
@@ -260,14 +262,14 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=momen
     """
     rank = len(x.shape)
     if mask is None and tuple(axes) == (rank - 1,):
-        # Channels last: (k, G, S, C), statistics reduced over k, then over S
-        # (one long reduction over the non-adjacent axes 0 and 2 ran 10×
-        # slower on TensorFlow's CPU kernels).
+        # Channels last: the batch as (k, G, S, C), the statistics reduced
+        # over the non-adjacent axes 0 and 2 (in two stages on TensorFlow's
+        # CPU kernels: see `reduce`).
         view = ops.reshape(x, (k, -1, _middle_size(x), x.shape[-1]))
         kept, reduction = (1, 3), (0, 2)
-        ghost_mean = ops.mean(ops.mean(view, axis=0), axis=1)
+        ghost_mean = reduce(ops.mean, view, reduction)
         deviation = view - ops.stop_gradient(ops.expand_dims(ghost_mean, 1))
-        ghost_variance = ops.mean(ops.mean(ops.square(deviation), axis=0), axis=1)
+        ghost_variance = reduce(ops.mean, ops.square(deviation), reduction)
         ghost_count = None
     else:
         view = ghost_view(x, k)

@@ -7,14 +7,17 @@ passes, so it does the same math with less memory traffic.
 
 It serves a float32 input whose channel axis is the last one, of any rank >= 2
 (reshaped to the 4-D NHWC layout the kernel wants; the reshape is free), when
-there is no mask and no cross-replica synchronization (renorm and ghost
-batches never reach a kernel module). `supports` says when; everything else stays on `_generic`. Within what it serves,
-`train_forward` / `infer_forward` (with `_generic`'s signatures and numbers)
-pick by what the benchmark measured fastest:
+there is no mask and no cross-replica synchronization (renorm never reaches
+a kernel module, nor ghost batches with a mask). `supports` says when;
+everything else stays on `_generic`. Within what it serves, `train_forward`,
+`ghost_train_forward` and `infer_forward` (with `_generic`'s signatures and
+numbers) pick by what the benchmark measured fastest:
 
 - the fused kernel for tensors of MIN_FUSED_ELEMENTS or more (in inference,
   from MIN_FUSED_INFER_ELEMENTS to MAX_FUSED_INFER_ELEMENTS);
 - the generic ops for smaller ones (the fused call has a fixed cost);
+- for ghost batches, the fused kernel on a transposed view whose channels
+  are the (ghost batch, channel) pairs, from MIN_FUSED_ELEMENTS too;
 - inside `jit_compile=True`, statistics by matrix products for tall tensors
   (MIN_ROWS_PER_CHANNEL rows per channel or more, up to MAX_MATMUL_CHANNELS
   channels), otherwise the generic ops, which XLA fuses.

@@ -5,7 +5,6 @@ gradient and weight element by element.
 """
 
 import keras
-import numpy as np
 
 import kbn
 from autodiff import call_with_gradients

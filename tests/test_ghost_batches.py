@@ -56,7 +56,8 @@ def test_matches_tf_keras_and_reference(shape, k, axis, center, scale):
         got = step(layer, x, upstream, training=True)
         want = tfk.step(reference, x, upstream, training=True)
         for name in got:
-            close(got[name], np.reshape(want[name], got[name].shape), f"step {i}: {name} vs tf_keras")
+            close(got[name], np.reshape(want[name], got[name].shape),
+                  f"step {i}: {name} vs tf_keras")
         mine = weights_by_name(layer)
         for name, value in tfk.weights(reference, mine["moving_mean"].shape).items():
             close(mine[name], value, f"step {i}: weight {name} vs tf_keras")

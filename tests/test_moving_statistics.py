@@ -137,8 +137,9 @@ def test_new_options_appear_in_the_config_only_when_set():
     config = kbn.BatchNormalization(momentum=None, unbiased_moving_variance=True,
                                     track_moving_statistics=False, virtual_batch_size=2,
                                     ).get_config()
-    assert (config["momentum"], config["unbiased_moving_variance"],
-            config["track_moving_statistics"], config["virtual_batch_size"]) == (None, True, False, 2)
+    names = ("momentum", "unbiased_moving_variance", "track_moving_statistics",
+             "virtual_batch_size")
+    assert tuple(config[name] for name in names) == (None, True, False, 2)
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ def test_matches_tf_keras_and_reference(shape, axis, training):
         got = step(layer, x, upstream, training)
         want = tfk.step(reference, x, upstream, training)
         for name in got:
-            close(got[name], np.reshape(want[name], got[name].shape), f"step {i}: {name} vs tf_keras")
+            close(got[name], np.reshape(want[name], got[name].shape),
+                  f"step {i}: {name} vs tf_keras")
         mine = weights_by_name(layer)
         for name, value in tfk.weights(reference, channels).items():
             close(mine[name], value, f"step {i}: weight {name} vs tf_keras")
