@@ -210,15 +210,7 @@ def run_jobs(jobs, report_dir, log):
 
 def make_report_dir(logdir):
     """logs/paper/<YYYYmmdd-HHMMSS>/, never an existing folder (a clash gets -2, -3 …)."""
-    base = os.path.join(logdir, "paper", run_folder.timestamp())
-    folder, attempt = base, 1
-    while True:
-        try:
-            os.makedirs(folder)
-            return folder
-        except FileExistsError:
-            attempt += 1
-            folder = f"{base}-{attempt}"
+    return run_folder.make_new_folder(os.path.join(logdir, "paper", run_folder.timestamp()))
 
 
 def _reason(error):

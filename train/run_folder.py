@@ -50,7 +50,11 @@ def timestamp():
 
 def make_run_dir(logdir, experiment, run_name, stamp=None):
     """Creates a new run folder; never reuses one (a clash gets a -2, -3 … suffix)."""
-    base = os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}")
+    return make_new_folder(os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}"))
+
+
+def make_new_folder(base):
+    """Creates `base`, or `base-2`, `base-3` … if it exists: never an existing folder."""
     folder, attempt = base, 1
     while True:
         try:
