@@ -252,3 +252,25 @@ def test_cnn_trains_end_to_end(tmp_path, position, capsys):
     assert len(bn_layers) == 2
     # The moving statistics moved away from their initial (0, 1) during training.
     assert not np.allclose(bn_layers[0].moving_mean.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("module", ["train.train", "train.compare", "train.lr_sweep"])
+def test_ctrl_c_outside_a_run_is_one_line_and_exit_130(tmp_path, module):
+    """A Ctrl-C that lands between two runs (here: as the first run starts) is
+    not caught by a run's own stop handling; the script still ends with one
+    line on stderr and status 130, not a traceback."""
+    code = (
+        "import runpy, sys\n"
+        "from train import runs\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "runs.train_variant = interrupted\n"
+        f"sys.argv = ['{module}', '--epochs', '1', '--logdir', {str(tmp_path)!r}]\n"
+        f"runpy.run_module('{module}', run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith(f"python -m {module}: interrupted (Ctrl-C)")

@@ -308,6 +308,23 @@ def parse_floats(text, flag):
     return values
 
 
+def run_script(main, prog):
+    """`sys.exit(main())` for a script's `__main__`, with a Ctrl-C that lands
+    outside a run's own stop handling (between two runs, while data or a model
+    is being built, or a second Ctrl-C) as one line and exit status 130
+    instead of a traceback."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted (Ctrl-C). Runs that finished an epoch continue with "
+            "python -m train.train --resume RUN_DIR (their folders are printed above).",
+            file=sys.stderr,
+        )
+        status = 130
+    sys.exit(status)
+
+
 def fail(prog, message, status=2):
     """Prints one error line and exits."""
     print(f"{prog}: error: {message}", file=sys.stderr)

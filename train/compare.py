@@ -87,4 +87,4 @@ def _status(results):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_script(main, "python -m train.compare")

@@ -95,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_script(main, "python -m train.lr_sweep")

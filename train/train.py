@@ -103,4 +103,4 @@ def _silent(*args, **kwargs):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_script(main, "python -m train.train")
