@@ -8,9 +8,7 @@ The global batch of 60 leaves a last batch of 57 (1437 training digits), so
 the uneven split of a batch over replicas is covered too.
 """
 
-import csv
 import glob
-import json
 import os
 import select
 import signal
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 
 import kbn  # noqa: F401  (registers the layer for load_model)
+from tiny_runs import only_run, read_run_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 4
@@ -50,16 +49,6 @@ def _train(argv, timeout=240):
                           env=_environment(), capture_output=True, text=True, timeout=timeout)
 
 
-def _only_run(logdir):
-    (run_dir,) = glob.glob(os.path.join(logdir, "train", "*"))
-    return run_dir
-
-
-def _read(run_dir, name):
-    with open(os.path.join(run_dir, name)) as f:
-        return json.load(f) if name.endswith(".json") else list(csv.DictReader(f))
-
-
 def _weights(run_dir):
     return keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras")).get_weights()
 
@@ -82,13 +71,14 @@ def trained(tmp_path_factory):
         logdir = str(tmp_path_factory.mktemp(name))
         done = _train([*TINY, *flags, "--logdir", logdir])
         assert done.returncode == 0, done.stderr[-3000:]
-        folders[name] = _only_run(logdir)
+        folders[name] = only_run(logdir)
     return folders
 
 
 @pytest.mark.parametrize("name", ["mirrored", "workers"])
 def test_synchronized_replicas_train_the_single_process_run(trained, name):
-    single, other = _read(trained["single"], "metrics.csv"), _read(trained[name], "metrics.csv")
+    single = read_run_file(trained["single"], "metrics.csv")
+    other = read_run_file(trained[name], "metrics.csv")
     assert len(single) == len(other) == EPOCHS
     for a, b in zip(single, other):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -99,8 +89,8 @@ def test_synchronized_replicas_train_the_single_process_run(trained, name):
 
 def test_per_replica_statistics_train_a_different_run(trained):
     """--no-bn-sync: each replica normalizes its own 30 samples; the run differs."""
-    single = _read(trained["single"], "metrics.csv")
-    local = _read(trained["mirrored-no-sync"], "metrics.csv")
+    single = read_run_file(trained["single"], "metrics.csv")
+    local = read_run_file(trained["mirrored-no-sync"], "metrics.csv")
     differences = [abs(float(a["loss"]) - float(b["loss"])) / float(a["loss"])
                    for a, b in zip(single, local)]
     assert max(differences) > 100 * RTOL
@@ -113,7 +103,7 @@ def test_per_replica_statistics_train_a_different_run(trained):
     ("single", 1, False), ("mirrored", 2, True), ("workers", 2, True),
     ("mirrored-no-sync", 2, False)])
 def test_summary_names_the_strategy(trained, name, replicas, bn_sync):
-    summary = _read(trained[name], "summary.json")
+    summary = read_run_file(trained[name], "summary.json")
     strategy = {"single": "default", "workers": "multi-worker"}.get(name, "mirrored")
     assert (summary["strategy"], summary["replicas"], summary["bn_sync"]) == (
         strategy, replicas, bn_sync)
@@ -162,7 +152,7 @@ def killed_worker(tmp_path_factory):
     killed_at = time.monotonic()
     os.kill(pids[1], signal.SIGKILL)
     _, err = launcher.communicate(timeout=120)
-    return launcher.returncode, err, time.monotonic() - killed_at, pids, _only_run(logdir)
+    return launcher.returncode, err, time.monotonic() - killed_at, pids, only_run(logdir)
 
 
 def test_a_killed_worker_stops_everything(killed_worker):
@@ -181,15 +171,16 @@ def test_the_run_of_a_killed_worker_resumes(killed_worker, trained):
     """Marked interrupted at its last finished epoch; --resume relaunches 2 workers and
     ends where the uninterrupted 2-worker run ended."""
     *_, run_dir = killed_worker
-    summary, checkpoint = _read(run_dir, "summary.json"), _read(run_dir, "checkpoint.json")
+    summary = read_run_file(run_dir, "summary.json")
+    checkpoint = read_run_file(run_dir, "checkpoint.json")
     assert summary["status"] == "interrupted"
     assert 1 <= checkpoint["epochs_done"] < EPOCHS
     done = _train(["--resume", run_dir])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 workers on 127.0.0.1" in done.stdout
-    assert [row["epoch"] for row in _read(run_dir, "metrics.csv")] == [
+    assert [row["epoch"] for row in read_run_file(run_dir, "metrics.csv")] == [
         str(epoch) for epoch in range(1, EPOCHS + 1)]
-    assert _read(run_dir, "summary.json")["status"] == "finished"
+    assert read_run_file(run_dir, "summary.json")["status"] == "finished"
     for a, b in zip(_weights(trained["workers"]), _weights(run_dir)):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
@@ -218,8 +209,8 @@ def test_ctrl_c_stops_every_worker_after_the_same_step(tmp_path):
     pids = [int(pid) for pid in lines[0].split("pids ")[1].split(")")[0].split(", ")]
     launcher.send_signal(signal.SIGINT)
     out, err = launcher.communicate(timeout=60)
-    run_dir = _only_run(str(tmp_path))
-    summary = _read(run_dir, "summary.json")
+    run_dir = only_run(str(tmp_path))
+    summary = read_run_file(run_dir, "summary.json")
     assert launcher.returncode == 130, err[-2000:]
     assert err == ""
     assert summary["status"] == "interrupted" and summary["epochs_run"] < 50

@@ -1,8 +1,5 @@
 """Ctrl-C and --resume: an interrupted-and-resumed run ends equal to an uninterrupted one."""
 
-import csv
-import glob
-import json
 import os
 
 import keras
@@ -10,6 +7,7 @@ import numpy as np
 import pytest
 
 from tensorboard_events import scalar_values
+from tiny_runs import only_run, read_run_file
 from train import train as train_command
 
 # Momentum gives the optimizer a state of its own that the checkpoint must carry.
@@ -38,21 +36,11 @@ class PressCtrlC(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def _only_run(logdir):
-    (run_dir,) = glob.glob(os.path.join(logdir, "train", "*"))
-    return run_dir
-
-
-def _read(run_dir, name):
-    with open(os.path.join(run_dir, name)) as f:
-        return json.load(f) if name.endswith(".json") else list(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
     whole_logs = str(tmp_path_factory.mktemp("whole"))
     assert train_command.main([*FLAGS, "--logdir", whole_logs]) == 0
-    return _only_run(whole_logs)
+    return only_run(whole_logs)
 
 
 # Ctrl-C at the end of epoch 2, or halfway through epoch 3 (24 batches an
@@ -64,8 +52,9 @@ def runs(request, whole_run, tmp_path_factory):
         [*FLAGS, "--logdir", split_logs],
         extra_callbacks=[PressCtrlC(INTERRUPTED_AFTER, mid_epoch_batches=request.param)],
     )
-    split_dir = _only_run(split_logs)
-    after_interrupt = _read(split_dir, "summary.json"), _read(split_dir, "checkpoint.json")
+    split_dir = only_run(split_logs)
+    after_interrupt = (read_run_file(split_dir, "summary.json"),
+                       read_run_file(split_dir, "checkpoint.json"))
     resume_status = train_command.main(["--resume", split_dir])
     return whole_run, split_dir, status, after_interrupt, resume_status
 
@@ -99,15 +88,16 @@ def test_resumed_run_equals_uninterrupted_run(runs):
 
 def test_resumed_metrics_and_summary_continue_the_run(runs):
     whole_dir, split_dir, *_ = runs
-    whole_rows, split_rows = _read(whole_dir, "metrics.csv"), _read(split_dir, "metrics.csv")
+    whole_rows = read_run_file(whole_dir, "metrics.csv")
+    split_rows = read_run_file(split_dir, "metrics.csv")
     assert [row["epoch"] for row in split_rows] == ["1", "2", "3", "4"]
     for a, b in zip(whole_rows, split_rows):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)
-    summary = _read(split_dir, "summary.json")
+    summary = read_run_file(split_dir, "summary.json")
     assert summary["status"] == "finished" and summary["epochs_run"] == 4
     assert summary["best_val_accuracy"] == pytest.approx(
-        _read(whole_dir, "summary.json")["best_val_accuracy"]
+        read_run_file(whole_dir, "summary.json")["best_val_accuracy"]
     )
     # TensorBoard's epoch curve has all four epochs, two from each part of the run.
     steps = sorted(

@@ -1,8 +1,11 @@
-"""One tiny `python -m train.compare`, shared by the test modules that inspect it (test helper)."""
+"""One tiny `python -m train.compare`, shared by the test modules that inspect it, and
+readers of a run folder (test helpers)."""
 
 import contextlib
+import csv
 import glob
 import io
+import json
 import os
 
 from train import compare
@@ -31,3 +34,15 @@ def run_dirs(experiment):
         glob.glob(os.path.join(experiment, f"*-digits-{variant}"))[0]
         for variant in VARIANTS
     ]
+
+
+def only_run(logdir):
+    """The one run folder a `python -m train.train` left under `logdir`."""
+    (run_dir,) = glob.glob(os.path.join(logdir, "train", "*"))
+    return run_dir
+
+
+def read_run_file(run_dir, name):
+    """A run folder's JSON file as a dict, or its CSV file as a list of rows."""
+    with open(os.path.join(run_dir, name)) as f:
+        return json.load(f) if name.endswith(".json") else list(csv.DictReader(f))
