@@ -28,7 +28,24 @@ import types
 import keras
 import tensorflow as tf
 
-from kbn import _generic
+from kbn import _generic, _tf_compiled
+
+
+def _onednn_enabled():
+    """Whether this TensorFlow runs its oneDNN CPU kernels (`TF_ENABLE_ONEDNN_OPTS`,
+    whose default depends on the CPU), as TensorFlow itself reports it."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without the probe: read the switch itself
+        import os
+
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() in ("1", "true")
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+# Read once: oneDNN is switched on or off when TensorFlow loads, and which
+# kernel is fastest depends on it (see `train_forward`).
+ONEDNN = _onednn_enabled()
 
 # cuDNN (the kernel on GPUs) refuses epsilon below 1e-5; TensorFlow's own
 # wrapper clamps to this value. kbn never changes a user's epsilon, so a smaller
@@ -50,6 +67,13 @@ MIN_FUSED_INFER_ELEMENTS = 1 << 18
 # for the generic ops and Keras, while 8192×2048 (2^24) still gained (0.5×).
 MAX_FUSED_INFER_ELEMENTS = 1 << 24
 NOMINAL_BATCH = 32  # Keras's default batch size
+
+# Without oneDNN (measurements below, TF_ENABLE_ONEDNN_OPTS=0): the compiled
+# passes of `_tf_compiled` from MIN_COMPILED_ELEMENTS in training.
+MIN_COMPILED_ELEMENTS = 1 << 17
+# With oneDNN, ghost batches take "fused" (the kernel on a transposed view) or
+# "compiled".
+GHOST_KERNEL = "compiled"
 
 # Inside a jit_compile=True function XLA lowers the fused op back to plain
 # math, and on CPU it compiles the reductions over the leading axes of a tall
@@ -142,8 +166,9 @@ def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS, max_elements=No
 
 
 def train_forward(x, gamma, beta, epsilon, axes, reduction_axes, mask, moments_fn=None):
-    """Training-mode forward pass (see `supports`): the fused kernel for large
-    tensors; inside XLA, statistics by matrix products where that pays."""
+    """Training-mode forward pass (see `supports`): the fused kernel (oneDNN) or
+    the compiled passes (no oneDNN) for large tensors; inside XLA, statistics by
+    matrix products where that pays."""
     if _in_xla_function():
         def generic():
             return _generic.train_forward(x, gamma, beta, epsilon, axes, reduction_axes, None)
@@ -154,22 +179,29 @@ def train_forward(x, gamma, beta, epsilon, axes, reduction_axes, mask, moments_f
         # rows ≥ MIN_ROWS_PER_CHANNEL · channels ⟺ elements ≥ that · channels
         return _by_size(x, lambda: matmul_train_forward(x, gamma, beta, epsilon), generic,
                         min_elements=MIN_ROWS_PER_CHANNEL * channels * channels)
+    kernel = fused_train_forward if ONEDNN else _tf_compiled.train_forward
     return _by_size(
         x,
-        lambda: fused_train_forward(x, gamma, beta, epsilon),
+        lambda: kernel(x, gamma, beta, epsilon),
         lambda: _generic.train_forward(x, gamma, beta, epsilon, axes, reduction_axes, None),
+        min_elements=MIN_FUSED_ELEMENTS if ONEDNN else MIN_COMPILED_ELEMENTS,
     )
 
 
 def infer_forward(x, mean, variance, gamma, beta, epsilon, axes):
-    """Inference-mode forward pass: the fused kernel for large tensors outside
-    XLA (inside, XLA fuses the generic elementwise math on its own)."""
-    if _in_xla_function():
+    """Inference-mode forward pass: with oneDNN, the fused kernel for large
+    tensors outside XLA; otherwise the generic multiply-add (one elementwise
+    pass as Keras's; inside XLA, XLA fuses it). Kept a plain graph op either
+    way, so exporters (SavedModel, TFLite, ONNX) see ordinary batch-norm math."""
+    def generic():
         return _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axes)
+
+    if _in_xla_function() or not ONEDNN:
+        return generic()
     return _by_size(
         x,
         lambda: fused_infer_forward(x, mean, variance, gamma, beta, epsilon),
-        lambda: _generic.infer_forward(x, mean, variance, gamma, beta, epsilon, axes),
+        generic,
         min_elements=MIN_FUSED_INFER_ELEMENTS, max_elements=MAX_FUSED_INFER_ELEMENTS,
     )
 
@@ -221,16 +253,21 @@ def matmul_train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None
 def ghost_train_forward(x, gamma, beta, epsilon, axes, mask, k, moments_fn=None,
                         correction=None, unbiased=False):
     """Ghost batch norm in training mode (see `_generic.ghost_train_forward`):
-    the fused kernel for large tensors outside XLA, the generic ops otherwise.
-    The layer sends masks and renorm to `_generic` directly."""
+    for large tensors outside XLA, the compiled passes (which need no
+    transposes) or, with oneDNN, whichever of them and the fused kernel on a
+    transposed view GHOST_KERNEL names; the generic ops otherwise. The layer
+    sends masks and renorm to `_generic` directly."""
     def generic():
         return _generic.ghost_train_forward(x, gamma, beta, epsilon, axes, None, k,
                                             unbiased=unbiased)
 
     if _in_xla_function():
         return generic()
-    return _by_size(x, lambda: fused_ghost_train_forward(x, gamma, beta, epsilon, axes, None, k,
-                                                         unbiased=unbiased), generic)
+    kernel = fused_ghost_train_forward if ONEDNN and GHOST_KERNEL == "fused" else (
+        _tf_compiled.ghost_train_forward)
+    return _by_size(x, lambda: kernel(x, gamma, beta, epsilon, axes, None, k, unbiased=unbiased),
+                    generic,
+                    min_elements=MIN_FUSED_ELEMENTS if ONEDNN else MIN_COMPILED_ELEMENTS)
 
 
 def fused_ghost_train_forward(x, gamma, beta, epsilon, axes=None, mask=None, k=None,
@@ -277,9 +314,16 @@ def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
 
 
 
-# The fused kernel at every size, with the kernel-module interface: what
-# `KBN_PATH=fast` selects, so the parity suite's small tensors exercise it too.
+# Each kernel at every size, with the kernel-module interface, for `KBN_PATH`
+# (so the parity suite's small tensors exercise them too): `fused` and
+# `compiled` name one, `fast` the one this configuration's `auto` takes.
 always_fused = types.SimpleNamespace(
     train_forward=fused_train_forward, infer_forward=fused_infer_forward,
     ghost_train_forward=fused_ghost_train_forward,
 )
+always_compiled = types.SimpleNamespace(
+    train_forward=_tf_compiled.train_forward, infer_forward=_generic.infer_forward,
+    ghost_train_forward=_tf_compiled.ghost_train_forward,
+)
+FORCED = {"fused": always_fused, "compiled": always_compiled,
+          "fast": always_fused if ONEDNN else always_compiled}

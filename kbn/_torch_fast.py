@@ -228,3 +228,4 @@ always_fused = types.SimpleNamespace(
     supports=supports, train_forward=native_train_forward, infer_forward=native_infer_forward,
     ghost_train_forward=ghost_train_forward,
 )
+FORCED = {"fast": always_fused, "fused": always_fused}  # `KBN_PATH` names for it

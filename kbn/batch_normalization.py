@@ -10,7 +10,7 @@ from keras import constraints, initializers, ops, regularizers
 from kbn import _arguments as args
 from kbn import _generic
 
-_KERNEL_PATHS = ("auto", "fast", "generic")
+_KERNEL_PATHS = ("auto", "fast", "generic", "fused", "compiled")
 # kbn's options beyond Keras 3's, with their defaults (see `get_config`).
 _KBN_OPTIONS = {
     "virtual_batch_size": None,
@@ -419,16 +419,20 @@ class BatchNormalization(keras.layers.Layer):
 
         Every kernel module offers `train_forward`, `ghost_train_forward` and
         `infer_forward` with `_generic`'s signatures and numbers. On
-        TensorFlow, `_tf_fast` (the fused kernel) takes every call it can
-        serve and `_generic` the rest; on PyTorch `_torch_fast` (ATen's native
-        batch norm) likewise; JAX has no fast module (XLA fuses the generic
-        ops). Renorm and masked ghost batches never come here: their output
-        needs the statistics before normalizing. A fast module itself sends
-        tensors too small to gain from its kernel to the generic functions.
+        TensorFlow, `_tf_fast` takes every call it can serve (with its two
+        kernels: the fused kernel where TensorFlow runs oneDNN, the compiled
+        passes of `_tf_compiled` where it does not) and `_generic` the rest;
+        on PyTorch `_torch_fast` (ATen's native batch norm) likewise; JAX has
+        no fast module (XLA fuses the generic ops). Renorm and masked ghost
+        batches never come here: their output needs the statistics before
+        normalizing. A fast module itself sends tensors too small to gain from
+        its kernel to the generic functions.
 
         The environment variable `KBN_PATH` overrides this, for tests and
-        benchmarks: `generic` uses the generic path everywhere, `fast` the
-        fused kernel wherever it can serve, at any size; `auto` is the default.
+        benchmarks: `generic` uses the generic path everywhere; `fast` the
+        kernel `auto` would take for large tensors, wherever it can serve, at
+        any size; `fused` / `compiled` (TensorFlow) one kernel by name, at any
+        size; `auto` is the default.
         """
         path = os.environ.get("KBN_PATH", "auto")
         if path not in _KERNEL_PATHS:
@@ -444,7 +448,12 @@ class BatchNormalization(keras.layers.Layer):
         if not fast.supports(x, training, mask, self._axes, self.epsilon,
                              synchronized=self.synchronized):
             return _generic
-        return fast.always_fused if path == "fast" else fast
+        if path == "auto":
+            return fast
+        if path not in fast.FORCED:
+            raise ValueError(f"KBN_PATH={path!r} has no kernel on the "
+                             f"{keras.backend.backend()} backend; it has {sorted(fast.FORCED)}.")
+        return fast.FORCED[path]
 
     def _count_skipped(self, valid):
         self.skipped_updates.assign_add(ops.sum(ops.cast(ops.logical_not(valid), "int32")))

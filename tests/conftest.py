@@ -16,8 +16,11 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
-# The backends with a fast path of their own; JAX runs the generic path only.
-KERNEL_PATHS = ["fast", "generic"] if BACKEND in ("tensorflow", "torch") else ["generic"]
+# The kernels each backend has (`KBN_PATH`): TensorFlow's fused kernel and its
+# compiled passes (one of them is `auto`'s, by CPU configuration, and both are
+# tested on every CPU), PyTorch's ATen kernel; JAX runs the generic path only.
+KERNEL_PATHS = {"tensorflow": ["fused", "compiled", "generic"],
+                "torch": ["fast", "generic"]}.get(BACKEND, ["generic"])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,7 +42,7 @@ def _float32_policy():
 
 @pytest.fixture(params=KERNEL_PATHS)
 def each_kernel_path(request, monkeypatch):
-    """Runs a test on the backend's fast path wherever it serves (at any size) and on
-    the generic path. `KBN_PATH` is read when a layer call is traced."""
+    """Runs a test on each of the backend's kernels wherever it serves (at any size)
+    and on the generic path. `KBN_PATH` is read when a layer call is traced."""
     monkeypatch.setenv("KBN_PATH", request.param)
     return request.param

@@ -1,6 +1,8 @@
 """The TensorFlow fast path (`kbn/_tf_fast.py`) against the generic one.
 
-`_tf_fast` must give `_generic`'s numbers wherever `supports` says it serves:
+Both of its kernels (the fused kernel, which `auto` takes with oneDNN, and the
+compiled passes of `kbn/_tf_compiled.py`, which it takes without) are tested
+on every CPU configuration. `_tf_fast` must give `_generic`'s numbers wherever `supports` says it serves:
 outputs, the returned batch mean / biased variance, and the gradients
 with respect to x, γ and β. The full layer parity suite runs on both paths
 through `KBN_PATH`; these tests compare the two kernel modules directly.
@@ -18,7 +20,9 @@ import tensorflow as tf
 
 from kbn import _generic, _tf_fast
 
-FUSED = _tf_fast.always_fused  # the fused kernel whatever the size
+# Each kernel whatever the size.
+KERNELS = pytest.mark.parametrize("kernel", [_tf_fast.always_fused, _tf_fast.always_compiled],
+                                  ids=["fused", "compiled"])
 
 EPSILON = 1e-3
 SHAPES = [(2, 5), (64, 100), (2048, 12), (8, 6, 6, 16), (3, 7, 9), (2, 3, 4, 5, 6)]
@@ -80,7 +84,8 @@ def _unpack(weights, gamma, beta):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
 @pytest.mark.parametrize("center_scale", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_fast_path_matches_generic(shape, center_scale, training, graph):
+@KERNELS
+def test_fast_path_matches_generic(shape, center_scale, training, graph, kernel):
     rng = np.random.default_rng(sum(shape))
     center, scale = center_scale
     x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
@@ -89,7 +94,7 @@ def test_fast_path_matches_generic(shape, center_scale, training, graph):
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))
     assert _tf_fast.supports(x, training, None, (len(shape) - 1,), EPSILON)
 
-    fast = _forward_and_grads(FUSED, x, gamma, beta, upstream, training, graph)
+    fast = _forward_and_grads(kernel, x, gamma, beta, upstream, training, graph)
     generic = _forward_and_grads(_generic, x, gamma, beta, upstream, training, graph)
 
     names = ["outputs"] + (["mean", "variance"] if training else [])
@@ -100,7 +105,8 @@ def test_fast_path_matches_generic(shape, center_scale, training, graph):
         _assert_close(a, b, name)
 
 
-def test_variance_is_biased_and_two_pass():
+@KERNELS
+def test_variance_is_biased_and_two_pass(kernel):
     """Guards the (m − 1)/m correction: the fused kernel reports Σ(x − μ)²/(m − 1).
 
     1e4 + noise also checks the variance is taken about the mean (E[x²] − E[x]²
@@ -108,7 +114,7 @@ def test_variance_is_biased_and_two_pass():
     """
     rng = np.random.default_rng(0)
     x = (1e4 + rng.normal(size=(6, 5, 4, 3))).astype("float32")
-    _, mean, variance, _ = FUSED.train_forward(
+    _, mean, variance, _ = kernel.train_forward(
         tf.constant(x), None, None, EPSILON, (3,), [0, 1, 2], None
     )
     flat = x.astype("float64").reshape(-1, 3)
@@ -117,11 +123,12 @@ def test_variance_is_biased_and_two_pass():
 
 
 @pytest.mark.parametrize("batch", [0, 1], ids=["empty", "single"])
-def test_degenerate_batches_match_generic(batch):
+@KERNELS
+def test_degenerate_batches_match_generic(batch, kernel):
     """m = 1: variance 0 (not 0/0); m = 0: NaN statistics on both paths, which
     the layer's NaN-safe update skips."""
     x = tf.ones([batch, 4])
-    fast = FUSED.train_forward(x, None, None, EPSILON, (1,), [0], None)
+    fast = kernel.train_forward(x, None, None, EPSILON, (1,), [0], None)
     generic = _generic.train_forward(x, None, None, EPSILON, (1,), [0], None)
     for a, b in zip(fast[:3], generic[:3]):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -131,12 +138,13 @@ def test_degenerate_batches_match_generic(batch):
         assert np.all(np.isnan(fast[1].numpy())) and np.all(np.isnan(fast[2].numpy()))
 
 
-def test_nan_stays_in_its_channel():
+@KERNELS
+def test_nan_stays_in_its_channel(kernel):
     """A NaN gives NaN statistics in its channel only, so the layer's NaN-safe
     update can skip exactly that channel."""
     x = np.arange(12, dtype="float32").reshape(4, 3)
     x[1, 1] = np.nan
-    _, mean, variance, _ = FUSED.train_forward(
+    _, mean, variance, _ = kernel.train_forward(
         tf.constant(x), None, None, EPSILON, (1,), [0], None
     )
     assert np.isnan(mean.numpy()).tolist() == [False, True, False]
@@ -265,11 +273,17 @@ def _op_types(function, *specs, jit_compile=False):
     return types_
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no-onednn"])
 @pytest.mark.parametrize("training", [True, False])
-def test_size_decides_fused_or_generic(training):
-    """Large shapes trace to the fused kernel, small ones to generic ops; an unknown
-    batch axis counts as NOMINAL_BATCH samples; with other axes unknown too a
-    tf.cond holding both decides at run time."""
+def test_size_decides_kernel_or_generic(monkeypatch, training, onednn):
+    """Large shapes trace to the configuration's kernel (fused with oneDNN,
+    compiled without, in training; inference without oneDNN stays generic),
+    small ones to generic ops; an unknown batch axis counts
+    as NOMINAL_BATCH samples; with other axes unknown too a tf.cond holding
+    both decides at run time. Both configurations' choices are checked on
+    every CPU (the choice reads `_tf_fast.ONEDNN` while tracing)."""
+    monkeypatch.setattr(_tf_fast, "ONEDNN", onednn)
+
     def forward(x):
         channels, last = x.shape[-1], len(x.shape) - 1
         axis = (last,)
@@ -280,9 +294,19 @@ def test_size_decides_fused_or_generic(training):
 
     def fused(*shape):
         types_ = _op_types(forward, tf.TensorSpec(shape))
-        return "FusedBatchNormV3" in types_, bool({"If", "StatelessIf"} & types_)
+        kernels = {"fused": "FusedBatchNormV3" in types_,
+                   "compiled": bool({"PartitionedCall", "StatefulPartitionedCall"} & types_)}
+        expected, other = ("fused", "compiled") if onednn else ("compiled", "fused")
+        assert not kernels[other], types_
+        return kernels[expected], bool({"If", "StatelessIf"} & types_)
 
-    threshold = _tf_fast.MIN_FUSED_ELEMENTS if training else _tf_fast.MIN_FUSED_INFER_ELEMENTS
+    if not (onednn or training):  # inference without oneDNN: the generic multiply-add
+        for shape in ((1 << 22, 8), (None, 1 << 20, 8), (None, None, 8)):
+            assert fused(*shape) == (False, False)
+        return
+    threshold = _tf_fast.MIN_COMPILED_ELEMENTS
+    if onednn:
+        threshold = _tf_fast.MIN_FUSED_ELEMENTS if training else _tf_fast.MIN_FUSED_INFER_ELEMENTS
     rows = threshold // 8
     assert fused(rows, 8) == (True, False)
     assert fused(rows - 1, 8) == (False, False)
@@ -290,14 +314,15 @@ def test_size_decides_fused_or_generic(training):
     assert fused(None, per_sample // 8, 8) == (True, False)
     assert fused(None, per_sample // 8 - 1, 8) == (False, False)
     assert fused(None, None, 8) == (True, True)
-    if not training:  # very large inference tensors stream better on the generic ops
+    if onednn and not training:  # very large inference tensors stream better on the generic ops
         rows = _tf_fast.MAX_FUSED_INFER_ELEMENTS // 8
         assert fused(rows, 8) == (True, False)
         assert fused(rows + 1, 8) == (False, False)
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no-onednn"])
+def test_dynamic_batch_on_both_sides_of_the_size_threshold(monkeypatch, training, onednn):
     """One traced function (all but the channel axis unknown: a run-time tf.cond)
     serves small and large batches alike."""
     channels = 8
@@ -323,9 +348,10 @@ def test_dynamic_batch_on_both_sides_of_the_size_threshold(training):
 @pytest.mark.parametrize("unbiased", [False, True])
 @pytest.mark.parametrize("shape,k", [((64, 100), 16), ((32, 6, 6, 16), 8), ((24, 5, 7), 4),
                                      ((16, 3, 4, 5, 6), 8)])
-def test_fused_ghost_batches_match_generic(shape, k, unbiased):
-    """The fused ghost kernel (a transposed view whose channels are the (ghost
-    batch, channel) pairs) against `_generic.ghost_train_forward`, eager and in
+@KERNELS
+def test_ghost_batches_match_generic(shape, k, unbiased, kernel):
+    """Each ghost kernel (the fused one on a transposed view whose channels are
+    the (ghost batch, channel) pairs; the compiled one on the strided view) against `_generic.ghost_train_forward`, eager and in
     a graph with an unknown batch size."""
     rng = np.random.default_rng(len(shape) * k)
     x = tf.constant(rng.normal(1.0, 2.0, shape).astype("float32"))
@@ -344,8 +370,8 @@ def test_fused_ghost_batches_match_generic(shape, k, unbiased):
 
     dynamic = tf.TensorSpec((None,) + shape[1:])
     for fused, generic, how in (
-        (run(FUSED, x), run(_generic, x), "eager"),
-        (tf.function(lambda x: run(FUSED, x), input_signature=[dynamic])(x),
+        (run(kernel, x), run(_generic, x), "eager"),
+        (tf.function(lambda x: run(kernel, x), input_signature=[dynamic])(x),
          run(_generic, x), "graph"),
     ):
         for name, a, b in zip(("y", "mean", "variance", "dx", "dgamma", "dbeta"), fused, generic):
