@@ -10,7 +10,7 @@ TORCH_VENV := .venv-torch
 TORCH_BIN := $(TORCH_VENV)/bin
 TORCH_STAMP := $(TORCH_VENV)/.installed
 
-.PHONY: run paper test test-torch tensorboard bench lint clean
+.PHONY: run paper test test-other-cpu test-torch tensorboard bench lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,16 @@ run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digit
 paper: $(STAMP)  ## the paper's claims rerun (7 experiments, 3 seeds): logs/paper/<time>/report.md
 	$(BIN)/python -m train.paper
 
+# Both parts run even if the first fails; the target fails if either did.
 test: $(STAMP)  ## the whole suite on TensorFlow, then the backend-neutral suites on JAX
-	$(BIN)/python -m pytest
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m all_backends
+	$(BIN)/python -m pytest; tf=$$?; \
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m all_backends; jax=$$?; \
+	test $$tf -eq 0 && test $$jax -eq 0
+
+# TensorFlow picks oneDNN kernels or not by CPU (TF_ENABLE_ONEDNN_OPTS overrides);
+# this runs the TensorFlow suite in the configuration this machine does not default to.
+test-other-cpu: $(STAMP)  ## the TensorFlow suite again, with oneDNN switched the other way
+	TF_ENABLE_ONEDNN_OPTS=$$($(BIN)/python -m tests.cpu_config other) $(BIN)/python -m pytest
 
 test-torch: $(TORCH_STAMP)  ## the backend-neutral tests on Keras's PyTorch backend
 	KERAS_BACKEND=torch $(TORCH_BIN)/python -m pytest -m all_backends

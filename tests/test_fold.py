@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import cpu_config
 import kbn
 from kbn import _bn_layers
 
@@ -109,6 +110,13 @@ def test_functional_nested_and_what_cannot_fold():
 
 @pytest.mark.parametrize("rank", [3, 4])
 def test_channels_first(rank):
+    """Runs wherever channels-first convolutions do: TensorFlow without oneDNN
+    has none on the CPU, so there the same test runs in a process with oneDNN
+    on (JAX and PyTorch run it in place)."""
+    if keras.backend.backend() == "tensorflow" and not cpu_config.has_channels_first_conv():
+        passed, output = cpu_config.run_with_onednn(f"{__file__}::test_channels_first[{rank}]")
+        assert passed, output[-3000:]
+        return
     conv = {3: L.Conv1D, 4: L.Conv2D}[rank]
     shape = (3,) + (7,) * (rank - 2)
     inputs = keras.Input(shape)

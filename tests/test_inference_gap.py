@@ -56,15 +56,39 @@ def test_without_recalibrate_the_gap_line_suggests_it_and_the_monitor_can_be_off
     assert "batch_stats_events" not in summary
 
 
+def overflowing_variance_data(path, magnitude=1e22):
+    """A two-class table whose every batch-norm input has an infinite batch variance
+    and a finite mean, on any CPU and in any summation order.
+
+    Feature 0 is ±`magnitude` (half the samples each sign), feature 1 is 0, so
+    the first Dense layer's unit j sees ±w_j·magnitude: its square overflows
+    float32 (|w_j| > 2e-3 suffices), while the batch mean is 0 up to rounding
+    (≤ 64 · 2⁻²⁴ · |w_j|·magnitude, whose square stays finite). Keras's moving
+    variance becomes inf; kbn's NaN safety skips the update. The training
+    outputs stay finite (x̂ = (x − μ) · rsqrt(inf) = 0), so neither run diverges.
+    """
+    sign = np.tile([1.0, -1.0], 32)
+    x = np.zeros((64, 2), "float32")
+    x[:, 0] = sign * magnitude
+    x_test = x[:16].copy()
+    np.savez(path, x_train=x, y_train=(sign > 0).astype("int64"),
+             x_test=x_test, y_test=(x_test[:, 0] > 0).astype("int64"))
+    return str(path)
+
+
 def test_compare_explains_why_keras_and_kbn_disagree(tmp_path, capsys):
-    """The issue's example: lr 1e30 makes Keras's moving variance inf; kbn skips it."""
-    status = compare.main(["--lr", "1e30", "--hidden", "4,4", "--epochs", "2",
+    """Keras's moving variance becomes inf at the first step, kbn skips it; one
+    batch of the whole table, so every batch keeps its mean finite."""
+    data = overflowing_variance_data(tmp_path / "huge.npz")
+    status = compare.main(["--data", data, "--input-norm", "none", "--batch-size", "64",
+                           "--hidden", "4,4", "--epochs", "2", "--lr", "0.1",
                            "--logdir", str(tmp_path)])
     output = capsys.readouterr().out
     assert status == 1 and "keras vs kbn: curves DISAGREE" in output
-    assert ("why: in the keras run bn_1's moving_variance became inf in epoch 1 (step 2),"
+    assert ("why: in the keras run bn_1's moving_variance became inf in epoch 1 (step 1),"
             " while kbn's NaN safety skipped those updates") in output
-    assert "warning: step 2 (epoch 1): NaN safety skipped 4 channel update(s)" in output
+    assert "warning: step 1 (epoch 1): NaN safety skipped 4 channel update(s)" in output
+    assert "both diverged" not in output
 
 
 def test_reasons_without_events():
