@@ -17,21 +17,46 @@ import kbn
 from benchmarks.timing import median_seconds
 
 
-def describe_machine():
-    """CPU model, core count, RAM and library versions, for the report's header."""
-    cpu = platform.processor() or platform.machine()
+# The vector extensions that decide TensorFlow's CPU kernels (oneDNN's default
+# and its code paths), as /proc/cpuinfo names them.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def _cpuinfo():
+    """The CPU model and its vector extensions (of VECTOR_FLAGS), from /proc/cpuinfo."""
+    cpu, flags = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo") as f:
-            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = models[0] if models else cpu
+            lines = f.read().splitlines()
     except OSError:
-        pass
+        return cpu, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            cpu = value.strip()
+        elif key.strip() == "flags":
+            present = set(value.split())
+            flags = [flag for flag in VECTOR_FLAGS if flag in present]
+            break
+    return cpu, flags
+
+
+def describe_machine():
+    """CPU model, vector extensions, oneDNN on/off, core count, RAM and library
+    versions, for the report's header."""
+    from kbn import _tf_fast
+
+    cpu, flags = _cpuinfo()
     try:
         ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         ram_gib = float("nan")
     return {
         "cpu": cpu,
+        "vector_extensions": " ".join(flags) or "none listed",
+        "onednn": _tf_fast.ONEDNN,
+        "onednn_switch": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "cores": os.cpu_count(),
         "ram_gib": ram_gib,
         "python": platform.python_version(),

@@ -140,7 +140,10 @@ def bench_training_step(settings, log):
     y = rng.integers(0, 1000, batch)
     keras.utils.set_random_seed(1)
     keras_model = resnet50(image)
-    models = {"Keras": keras_model, "kbn": kbn.convert(keras_model), CONTROL: copy_of(keras_model)}
+    # "BN removed": the same network without its BN layers, the bound for any
+    # batch-norm layer (its cost taken out).
+    models = {"Keras": keras_model, "kbn": kbn.convert(keras_model), CONTROL: copy_of(keras_model),
+              "BN removed": without_batch_norm(keras_model)}
     for model in models.values():
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     medians, _, times = time_interleaved(
@@ -151,7 +154,8 @@ def bench_training_step(settings, log):
         ratio, interval = ratio_cells(medians, times, name, "Keras")
         rows.append((name, f"{medians[name]:.3f}", ratio, interval, f"{min(times[name]):.3f}",
                      f"{min(times[name]) / min(times['Keras']):.3f}"))
-    log("ResNet-50 training step: " + ", ".join(f"{r[0]} {r[1]} s (×{r[2]})" for r in rows))
+    log("ResNet-50 training step: " + ", ".join(f"{r[0]} {r[1]} s (×{r[2]})" for r in rows)
+        + f"; kbn / BN removed {medians['kbn'] / medians['BN removed']:.3f}")
     return rows
 
 
@@ -217,8 +221,10 @@ def main(argv=None):
     table = report_lib.table
     report = report_lib.document(
         ["# Whole-model benchmarks: folded batch norm, ResNet-50 with kbn", "",
-         f"Machine: {machine['cpu']}, {machine['cores']} logical cores; TensorFlow "
-         f"{machine['tensorflow']}, Keras {machine['keras']}, kbn {machine['kbn']}.", "",
+         f"Machine: {machine['cpu']} ({machine['vector_extensions']}), {machine['cores']} "
+         f"logical cores; TensorFlow {machine['tensorflow']} with "
+         f"{report_lib.configuration(machine)}, "
+         f"Keras {machine['keras']}, kbn {machine['kbn']}.", "",
          f"Command: `{command}` ({time.perf_counter() - started:.0f} s). Method: the docstring "
          "of `benchmarks/models.py`; intervals: `benchmarks/intervals.py`."],
         ["## predict: folded vs with BN", "",

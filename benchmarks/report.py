@@ -17,14 +17,22 @@ def interval(bounds):
     return "{:.2f}–{:.2f}".format(*bounds)
 
 
+def configuration(machine):
+    """"oneDNN on (this CPU's default)" or with the switch that set it."""
+    switch = machine["onednn_switch"]
+    how = "this CPU's default" if switch is None else f"TF_ENABLE_ONEDNN_OPTS={switch}"
+    return f"oneDNN {'on' if machine['onednn'] else 'off'} ({how})"
+
+
 def header(machine, command, seconds, bandwidth=None):
     """The report's title, machine, command and (when measured) copy bandwidth."""
     lines = [
         "# kbn vs Keras batch norm: benchmark",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} logical cores, "
-        f"{machine['ram_gib']:.0f} GiB RAM, {machine['gpus']} GPU(s); Python {machine['python']}, "
-        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, kbn {machine['kbn']}, "
+        f"Machine: {machine['cpu']} ({machine['vector_extensions']}), {machine['cores']} logical "
+        f"cores, {machine['ram_gib']:.0f} GiB RAM, {machine['gpus']} GPU(s); Python "
+        f"{machine['python']}, TensorFlow {machine['tensorflow']} with "
+        f"{configuration(machine)}, Keras {machine['keras']}, kbn {machine['kbn']}, "
         f"KBN_PATH={machine['kbn_path']}.",
         "",
         f"Command: `{command}` ({datetime.date.today().isoformat()}, {seconds:.0f} s). "
@@ -51,15 +59,17 @@ def layer_section(rows):
         "Spread: interquartile range / median (the largest of the layers timed). "
         "Paired 95% CI: confidence interval of the median per-round kbn/Keras ratio; "
         "A/A 95% CI: the same for a second Keras layer against the first, the resolution "
-        "of this measurement (a kbn interval overlapping it is a tie).",
+        "of this measurement (a kbn interval overlapping it is a tie). Targets: issue 14, "
+        "the same in both CPU configurations (oneDNN on and off).",
         "",
         table(
             ["shape", "elements", "mode", "XLA", "kbn path", "Keras ms", "kbn ms", "kbn/Keras",
-             "paired 95% CI", "A/A 95% CI", "kbn GB/s", "kbn × floor", "Keras × floor", "runs",
-             "spread"],
+             "paired 95% CI", "A/A 95% CI", "vs A/A", "target", "met", "kbn GB/s",
+             "kbn × floor", "Keras × floor", "runs", "spread"],
             [[r["shape"], f"{r['elements']:,}", r["mode"], "yes" if r["xla"] else "no", r["path"],
               f"{r['keras_ms']:.2f}", f"{r['kbn_ms']:.2f}", f"{r['ratio']:.2f}",
-              interval(r["ci"]), interval(r["aa_ci"]), f"{r['kbn_gbps']:.1f}",
+              interval(r["ci"]), interval(r["aa_ci"]), r["verdict"], r["target"], r["met"],
+              f"{r['kbn_gbps']:.1f}",
               f"{r['kbn_x_floor']:.1f}", f"{r['keras_x_floor']:.1f}",
               r["reps"], f"{100 * r['spread']:.0f}%"] for r in rows],
         ),
