@@ -310,6 +310,11 @@ def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
         x=_as_nhwc(x), scale=scale, offset=offset, mean=mean, variance=variance,
         epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
     )
+    if len(x.shape) == 4:
+        # No reshape back for 4-D inputs: it changes nothing, yet its Shape op sits
+        # between the convolution and the batch norm, so TFLite and tf2onnx no
+        # longer fold the batch norm into the convolution (a MUL and an ADD per layer).
+        return result.y
     return tf.reshape(result.y, tf.shape(x))
 
 
