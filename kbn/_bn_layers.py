@@ -42,8 +42,16 @@ def momentum_of(layer):
     return getattr(layer, "momentum", None)
 
 
-def not_recalibratable(layer):
-    """Why the moving statistics of `layer` cannot be recomputed, or None if they can."""
+def not_recalibratable(layer, calls_per_pass=1):
+    """Why the moving statistics of `layer` cannot be recomputed, or None if they can.
+
+    `calls_per_pass`: how many times one forward pass of the model calls the
+    layer (`_cloning.calls_per_pass`); a shared layer's moving statistics move
+    once per call, so a pass with momentum 0 would keep its last call's only.
+    """
+    if calls_per_pass > 1:
+        return (f"shared: called {calls_per_pass} times in one forward pass, so momentum-0 "
+                "passes would keep the statistics of its last call only")
     if not layer.built:
         return "not built (call the model once first)"
     if not has_moving_statistics(layer):

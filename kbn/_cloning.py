@@ -1,5 +1,16 @@
-"""Copying a Sequential or functional model with some layers swapped (for fold and convert)."""
+"""Keras's layer graph, read and copied: the one module that reads its private graph API.
 
+Copying a Sequential or functional model with some layers swapped serves fold
+and convert; reading who feeds whom (`producers`, `consumers`) serves fold's
+analysis; counting the calls of a layer in one forward pass (`calls_per_pass`)
+tells recalibrate and the monitor which layers are shared. A functional graph
+holds layers, nested models, layers called more than once, and operation
+nodes that are not layers (`x + 3.0` or `keras.ops.multiply(x, y)` on Keras
+tensors put a `keras.ops` Operation into the graph): every function here takes
+all four.
+"""
+
+import collections
 import warnings
 
 import keras
@@ -29,11 +40,15 @@ def clone_with(model, replace, drop=()):
 
     Returns:
         `(copy, pairs)`: the new model and `[(original layer, new layer)]` for
-        every leaf layer, in cloning order.
+        every leaf layer, in cloning order. Operation nodes that are not layers
+        (`keras.ops` on Keras tensors) are copied from their config, hold no
+        weights and appear in no pair; `replace` never sees them.
     """
     pairs, replaced, dropped = [], set(), set()
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return _copy_operation(layer)
         if id(layer) in drop:
             new = keras.layers.Identity(name=layer.name)
             dropped.add(id(new))
@@ -55,6 +70,59 @@ def clone_with(model, replace, drop=()):
         if id(new) not in replaced:
             new.set_weights(layer.get_weights())
     return copy, pairs
+
+
+def _copy_operation(operation):
+    """A fresh copy of a `keras.ops` operation node, or the node itself if its config
+    does not serialize (an operation holds no state, only its constructor's arguments,
+    so the copy may share it)."""
+    try:
+        return operation.__class__.from_config(operation.get_config())
+    except (NotImplementedError, TypeError):
+        return operation
+
+
+def producers(layer):
+    """The operations (layers, nested models, `keras.ops` nodes) whose outputs feed
+    `layer`'s first call; an `InputLayer` for a model input."""
+    return [node.operation for node in layer._inbound_nodes[0].parent_nodes]
+
+
+def consumers(layer):
+    """The operations that take an output of `layer`, one per call of theirs."""
+    return [node.operation for node in layer._outbound_nodes]
+
+
+def call_count(layer):
+    """How many times `layer` has been called on Keras tensors (in any graph): 1 unless shared."""
+    return len(layer._inbound_nodes)
+
+
+def calls_per_pass(model):
+    """{id(layer): how many times one forward pass of `model` calls it}.
+
+    A layer called twice in the graph (shared) counts 2; a nested model called
+    twice doubles the counts of its layers. The layers of a subclassed model or
+    of a custom layer, whose call is code and not a graph, count once per call
+    of their owner.
+    """
+    counts = collections.Counter()
+
+    def walk(owner, times):
+        if isinstance(owner, Functional):
+            called = [node.operation for nodes in owner._nodes_by_depth.values()
+                      for node in nodes if node.operation is not None and not node.is_input]
+        elif isinstance(owner, keras.Sequential):
+            called = owner.layers
+        else:
+            called = owner._flatten_layers(include_self=False, recursive=False)
+        for operation in called:
+            counts[id(operation)] += times
+            if isinstance(operation, keras.layers.Layer):
+                walk(operation, times)
+
+    walk(model, 1)
+    return dict(counts)
 
 
 def compile_like(copy, model):

@@ -184,7 +184,9 @@ class BatchStatsMonitor(keras.callbacks.Callback):
     moving standard deviation). Watching therefore changes nothing in
     training; it only reads variables. Layers whose momentum is not in
     (0, 1), frozen layers and layers without moving statistics log no
-    shift or ratio. Assumes one step per batch (`steps_per_execution=1`).
+    shift or ratio, and so do shared layers (called more than once in one
+    forward pass: their moving statistics move once per call, which the formula
+    cannot undo). Assumes one step per batch (`steps_per_execution=1`).
 
     Every step it also checks each layer: a kbn layer whose skip counter
     (`layer.skipped_updates`) grew, or a Keras layer whose moving statistics
@@ -229,11 +231,12 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         self._before = None
         self._skips = {}
         self._reported = set()
+        self._shared = set()
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
-        from kbn import _bn_layers
+        from kbn import _bn_layers, _cloning
 
         layers = _bn_layers.batch_norm_layers(self.model)
         if self.layer_names is not None:
@@ -244,6 +247,8 @@ class BatchStatsMonitor(keras.callbacks.Callback):
                                  f"it has {list(by_name)}")
             layers = [by_name[name] for name in self.layer_names]
         self._layers = layers
+        calls = _cloning.calls_per_pass(self.model)
+        self._shared = {layer.name for layer in layers if calls.get(id(layer), 1) > 1}
         self._writer = tf.summary.create_file_writer(self.log_dir)
         self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self._skips = {layer.name: _skip_count(layer) for layer in layers}
@@ -255,7 +260,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         if (self._step + 1) % self.every_n_steps == 0:
             self._sync()
             self._before = {layer.name: _moving_state(layer) for layer in self._layers
-                            if _readable_update(layer)}
+                            if _readable_update(layer) and layer.name not in self._shared}
 
     def on_train_batch_end(self, batch, logs=None):
         import tensorflow as tf

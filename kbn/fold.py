@@ -171,7 +171,7 @@ def fold_batchnorm(model, return_report=False):
             kept[layer.name] = ("it keeps no moving statistics, so it normalizes with batch "
                                 "statistics at inference too")
             continue
-        if len(layer._inbound_nodes) != 1:
+        if _cloning.call_count(layer) != 1:
             kept[layer.name] = "it is called more than once (shared)"
             continue
         where = _backward_target(layer, outputs)
@@ -269,13 +269,16 @@ def _backward_target(bn, outputs):
     producer = _single_neighbour(bn, "inbound")
     if isinstance(producer, str):
         return producer
+    if not isinstance(producer, keras.layers.Layer):
+        return (f"the operation before it ({producer.name}, keras.ops {type(producer).__name__}) "
+                "is not a layer with a kernel")
     if not isinstance(producer, tuple(cls for cls, _ in _BACKWARD)):
         return f"the layer before it ({producer.name}, {type(producer).__name__}) is not linear"
     if producer.activation not in (None, keras.activations.linear):
         return f"the layer before it ({producer.name}) has a non-linear activation"
     if getattr(producer, "quantization_mode", None):
         return f"the layer before it ({producer.name}) is quantized"
-    if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
+    if _cloning.call_count(producer) != 1 or len(_cloning.consumers(producer)) != 1:
         return f"the layer before it ({producer.name}) is shared or feeds other layers too"
     if id(producer.output) in outputs:
         return f"the output of the layer before it ({producer.name}) is a model output"
@@ -290,6 +293,9 @@ def _forward_target(bn, outputs):
     consumer = _single_neighbour(bn, "outbound")
     if isinstance(consumer, str):
         return consumer
+    if not isinstance(consumer, keras.layers.Layer):
+        return (f"the operation after it ({consumer.name}, keras.ops {type(consumer).__name__}) "
+                "is not a layer with a kernel")
     if type(consumer) not in _FORWARD:
         return (f"the layer after it ({consumer.name}, {type(consumer).__name__}) is not a "
                 "Dense or convolution")
@@ -301,22 +307,23 @@ def _forward_target(bn, outputs):
             return f"the convolution after it ({consumer.name}) has groups={consumer.groups}"
     if getattr(consumer, "quantization_mode", None):
         return f"the layer after it ({consumer.name}) is quantized"
-    if len(consumer._inbound_nodes) != 1:
+    if _cloning.call_count(consumer) != 1:
         return f"the layer after it ({consumer.name}) is shared"
     reason = _axis_mismatch(bn, consumer, output_side=False)
     return reason or consumer
 
 
 def _single_neighbour(bn, side):
+    """The one operation before (side="inbound") or after `bn`, or a string saying why none."""
     if side == "inbound":
-        parents = bn._inbound_nodes[0].parent_nodes
+        parents = _cloning.producers(bn)
         if len(parents) != 1:
             return "it has no single layer before it"
-        return parents[0].operation
-    consumers = bn._outbound_nodes
+        return parents[0]
+    consumers = _cloning.consumers(bn)
     if len(consumers) != 1:
         return f"its output feeds {len(consumers)} layers"
-    return consumers[0].operation
+    return consumers[0]
 
 
 def _axis_mismatch(bn, neighbour, output_side):

@@ -21,7 +21,7 @@ import math
 import keras
 import numpy as np
 
-from kbn import _bn_layers, _drift
+from kbn import _bn_layers, _cloning, _drift
 from kbn.batch_normalization import BatchNormalization
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays
@@ -91,11 +91,13 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
     `trainable` flags and the momenta are exactly as before; if anything fails
     midway, every variable is restored and no layer is left half-updated.
     Layers that cannot be recalibrated (frozen, `trainable=False`; without
-    moving statistics, `track_moving_statistics=False`) are left as they are and
-    listed in the report. Dropout is active in these passes, as in training.
-    kbn's options: several axes and `momentum=None` are served alike; with
-    `virtual_batch_size=k` the statistics are those of ghost batches, so m_b
-    counts k samples; `unbiased_moving_variance` is replaced by `unbiased`
+    moving statistics, `track_moving_statistics=False`; shared, called more
+    than once in one forward pass, whose moving statistics would hold the last
+    call's batch only) are left as they are and listed in the report.
+    Dropout is active in these passes, as in training. kbn's options: several
+    axes and `momentum=None` are served alike; with `virtual_batch_size=k` the
+    statistics are those of ghost batches, so m_b counts k samples;
+    `unbiased_moving_variance` is replaced by `unbiased`
     here (the correction is applied once).
 
     Args:
@@ -125,7 +127,9 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
         raise ValueError(f"recalibrate needs a model with batch-norm layers; model "
                          f"{model.name!r} has none.")
     _check_arguments(batch_size, steps)
-    skipped = {layer.name: _bn_layers.not_recalibratable(layer) for layer in layers}
+    calls = _cloning.calls_per_pass(model)
+    skipped = {layer.name: _bn_layers.not_recalibratable(layer, calls.get(id(layer), 1))
+               for layer in layers}
     skipped = {name: reason for name, reason in skipped.items() if reason}
     layers = [layer for layer in layers if layer.name not in skipped]
     if not layers:
