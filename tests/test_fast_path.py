@@ -2,8 +2,8 @@
 
 Both of its kernels (the fused kernel, which `auto` takes with oneDNN, and the
 compiled passes of `kbn/_tf_compiled.py`, which it takes without) are tested
-on every CPU configuration. `_tf_fast` must give `_generic`'s numbers wherever `supports` says it serves:
-outputs, the returned batch mean / biased variance, and the gradients
+on every CPU configuration. `_tf_fast` must give `_generic`'s numbers
+wherever `supports` says it serves: outputs, the returned batch mean / biased variance, and the gradients
 with respect to x, γ and β. The full layer parity suite runs on both paths
 through `KBN_PATH`; these tests compare the two kernel modules directly.
 
@@ -351,8 +351,9 @@ def test_dynamic_batch_on_both_sides_of_the_size_threshold(monkeypatch, training
 @KERNELS
 def test_ghost_batches_match_generic(shape, k, unbiased, kernel):
     """Each ghost kernel (the fused one on a transposed view whose channels are
-    the (ghost batch, channel) pairs; the compiled one on the strided view) against `_generic.ghost_train_forward`, eager and in
-    a graph with an unknown batch size."""
+    the (ghost batch, channel) pairs; the compiled one on the strided view)
+    against `_generic.ghost_train_forward`, eager and in a graph with an
+    unknown batch size."""
     rng = np.random.default_rng(len(shape) * k)
     x = tf.constant(rng.normal(1.0, 2.0, shape).astype("float32"))
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))

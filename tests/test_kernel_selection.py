@@ -1,5 +1,7 @@
 """The one place a kernel is chosen: which calls take the fast path, and the switch."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,10 +37,14 @@ def test_fast_names_the_kernel_of_this_cpu_configuration(monkeypatch, onednn, ke
     assert kernel_for(monkeypatch, "fast") is forced
     monkeypatch.setattr(_tf_fast, "ONEDNN", onednn)
     big = tf.zeros((256, 1024))
+    def forward(x, training):
+        if training:
+            return _tf_fast.train_forward(x, None, None, 1e-3, (1,), [0], None)[0]
+        return _tf_fast.infer_forward(x, tf.zeros([1024]), tf.ones([1024]), None, None, 1e-3,
+                                      (1,))
+
     for training in (True, False):
-        graph = tf.function(lambda x: _tf_fast.train_forward(x, None, None, 1e-3, (1,), [0], None)[0]
-                            if training else _tf_fast.infer_forward(
-                                x, tf.zeros([1024]), tf.ones([1024]), None, None, 1e-3, (1,)))
+        graph = tf.function(functools.partial(forward, training=training))
         types = {op.type for op in graph.get_concrete_function(big).graph.get_operations()}
         compiled = bool({"PartitionedCall", "StatefulPartitionedCall"} & types)
         assert ("FusedBatchNormV3" in types) == (kernel == "always_fused"), types
