@@ -141,10 +141,12 @@ class BatchNormalization(keras.layers.Layer):
     moving mean and variance forever. Channels that a mask leaves without any
     entry are skipped the same way. `layer.skipped_updates` (an int, 0 after
     build, None before) counts the channel updates skipped so far: one per
-    channel per skipping batch, inside `fit` on every backend too. It is kept
-    outside the layer's weights and variables (see `kbn._skip_count`), so
-    `weights`, `variables`, PyTorch's parameters and `state_dict`, and saved
-    files are those of Keras's layer (a loaded model counts from 0).
+    channel per skipping batch, inside `fit` on every backend too. It is not
+    a weight, so `get_weights`, `set_weights` and saved files are those of
+    Keras's layer (a loaded model counts from 0); on TensorFlow and PyTorch
+    `variables`, `torch_params` and `state_dict` are Keras's too, while on
+    JAX, whose steps carry only variables, `variables` holds the count's
+    variable as well (why: `kbn._skip_count`).
     """
 
     def __init__(
@@ -267,9 +269,17 @@ class BatchNormalization(keras.layers.Layer):
 
             moments_fn = functools.partial(moments_fn, all_reduce_sum=_distributed.replica_sum)
         self._moments_fn = moments_fn
-        # NaN safety's tally, kept out of the layer's Keras state so that the layer
-        # has exactly Keras's variables (why, and where it lives: `_skip_count`).
-        self._skipped_updates = _skip_count.new_counter()
+        # NaN safety's tally: never a weight (the tracker does not look inside the
+        # counter), and in `variables` only on JAX, whose steps carry nothing else
+        # (why: `_skip_count`).
+        self._skipped_updates = _skip_count.SkipCounter()
+
+    @property
+    def variables(self):
+        variables = super().variables
+        if self._skipped_updates is not None and _skip_count.carried_by_variables():
+            variables.append(self._skipped_updates.variable)
+        return variables
 
     @property
     def skipped_updates(self):
