@@ -8,7 +8,7 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 from kbn import _arguments as args
-from kbn import _generic
+from kbn import _generic, _skip_count
 
 _KERNEL_PATHS = ("auto", "fast", "generic", "fused", "compiled")
 # kbn's options beyond Keras 3's, with their defaults (see `get_config`).
@@ -139,12 +139,14 @@ class BatchNormalization(keras.layers.Layer):
     batch still shows the NaN, so the problem stays visible, but inference is
     not broken for good, as it is in Keras, where one such batch poisons the
     moving mean and variance forever. Channels that a mask leaves without any
-    entry are skipped the same way. `layer.skipped_updates` (an int32
-    variable, 0 after build; read it with `keras.ops.convert_to_numpy`) counts
-    the channel updates skipped so far: one per channel per skipping batch.
-    It is in `layer.variables` but not in `layer.weights`, so `get_weights`,
-    `set_weights` and saved files are those of Keras's layer (a loaded model
-    counts from 0).
+    entry are skipped the same way. `layer.skipped_updates` (an int, 0 after
+    build, None before) counts the channel updates skipped so far: one per
+    channel per skipping batch, inside `fit` on every backend too. It is not
+    a weight, so `get_weights`, `set_weights` and saved files are those of
+    Keras's layer (a loaded model counts from 0); on TensorFlow and PyTorch
+    `variables`, `torch_params` and `state_dict` are Keras's too, while on
+    JAX, whose steps carry only variables, `variables` holds the count's
+    variable as well (why: `kbn._skip_count`).
     """
 
     def __init__(
@@ -211,7 +213,7 @@ class BatchNormalization(keras.layers.Layer):
         self.num_batches_tracked = None
         self._axes = None
         self._reduction_axes = None
-        self.skipped_updates = None
+        self._skipped_updates = None
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -267,18 +269,22 @@ class BatchNormalization(keras.layers.Layer):
 
             moments_fn = functools.partial(moments_fn, all_reduce_sum=_distributed.replica_sum)
         self._moments_fn = moments_fn
-        # NaN safety's tally of skipped channel updates. Not a weight (get_weights
-        # stays Keras's list, files stay loadable both ways): set past the tracker,
-        # and handed out by `variables`, so JAX's stateless steps carry it too.
-        object.__setattr__(self, "skipped_updates", keras.Variable(
-            0, shape=(), dtype="int32", trainable=False, name="skipped_updates",
-            aggregation="only_first_replica",
-        ))
+        # NaN safety's tally: never a weight (the tracker does not look inside the
+        # counter), and in `variables` only on JAX, whose steps carry nothing else
+        # (why: `_skip_count`).
+        self._skipped_updates = _skip_count.SkipCounter()
 
     @property
     def variables(self):
-        counter = [] if self.skipped_updates is None else [self.skipped_updates]
-        return super().variables + counter
+        variables = super().variables
+        if self._skipped_updates is not None and _skip_count.carried_by_variables():
+            variables.append(self._skipped_updates.variable)
+        return variables
+
+    @property
+    def skipped_updates(self):
+        """The channel updates NaN safety has skipped so far (an int; None before build)."""
+        return None if self._skipped_updates is None else self._skipped_updates.read()
 
     def _add_float32_weight(self, name, shape, initializer, trainable, regularizer=None,
                             constraint=None):
@@ -456,7 +462,7 @@ class BatchNormalization(keras.layers.Layer):
         return fast.FORCED[path]
 
     def _count_skipped(self, valid):
-        self.skipped_updates.assign_add(ops.sum(ops.cast(ops.logical_not(valid), "int32")))
+        self._skipped_updates.add(ops.sum(ops.cast(ops.logical_not(valid), "int32")))
 
     def _move(self, variable, batch_value, momentum, valid):
         moving = ops.convert_to_tensor(variable)  # one read of the variable, used twice

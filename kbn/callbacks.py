@@ -350,9 +350,7 @@ def _has_counter(layer):
 
 
 def _skip_count(layer):
-    if not _has_counter(layer):
-        return 0
-    return int(keras.ops.convert_to_numpy(layer.skipped_updates))
+    return layer.skipped_updates if _has_counter(layer) else 0
 
 
 def _readable_update(layer):
