@@ -4,8 +4,9 @@ Both of its kernels (the fused kernel, which `auto` takes with oneDNN, and the
 compiled passes of `kbn/_tf_compiled.py`, which it takes without) are tested
 on every CPU configuration. `_tf_fast` must give `_generic`'s numbers
 wherever `supports` says it serves: outputs, the returned batch mean /
-biased variance, and the gradients with respect to x, γ and β. The full layer parity suite runs on both paths
-through `KBN_PATH`; these tests compare the two kernel modules directly.
+biased variance, and the gradients with respect to x, γ and β. The full layer
+parity suite runs on every path through `KBN_PATH`; these tests compare the
+kernel modules directly.
 
 Tolerance: 1e-5 relative plus 1e-5 absolute, the absolute part scaled by the
 tensor's largest magnitude. The two paths sum in different orders (Eigen's
