@@ -72,8 +72,10 @@ NOMINAL_BATCH = 32  # Keras's default batch size
 # passes of `_tf_compiled` from MIN_COMPILED_ELEMENTS in training.
 MIN_COMPILED_ELEMENTS = 1 << 17
 # With oneDNN, ghost batches take "fused" (the kernel on a transposed view) or
-# "compiled".
-GHOST_KERNEL = "compiled"
+# "compiled". Ghost step / kbn's plain step, 96×24×24×48 and 128×32×32×64,
+# k = 16 and 32, oneDNN on: compiled 2.01–2.40 (2026-12-01), fused 1.83–2.09
+# (2026-11-26). Without oneDNN both plain and ghost steps are compiled.
+GHOST_KERNEL = "fused"
 
 # Inside a jit_compile=True function XLA lowers the fused op back to plain
 # math, and on CPU it compiles the reductions over the leading axes of a tall
