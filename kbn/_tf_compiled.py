@@ -11,9 +11,9 @@ the tensor about as often as the math needs (see `benchmarks.layer_steps`'s
 floor). The gradient is the closed form of Algorithm 1's backward pass,
 tied to the forward pass by `tf.custom_gradient`:
 
-    x̂ = (x − μ) / σ,   σ = sqrt(σ² + ε)
+    x̂ = (x − μ) / s,   s = sqrt(σ² + ε)
     dβ = Σ dy,   dγ = Σ dy·x̂
-    dx = (γ / σ) · (dy − dβ/m − x̂ · dγ/m)
+    dx = (γ / s) · (dy − dβ/m − x̂ · dγ/m)
 
 (sums over the m entries of a channel). A gradient to the returned batch
 statistics is not propagated, as TensorFlow's fused kernel does not: they
