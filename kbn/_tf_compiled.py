@@ -93,7 +93,8 @@ def _normalize_view(view, gamma, beta, epsilon):
     return normalize(view, gamma, beta)
 
 
-def _scale_and_offset(gamma, beta, channels):
+def scale_and_offset(gamma, beta, channels):
+    """γ and β as tensors, ones / zeros for `scale=False` / `center=False` (None)."""
     scale = tf.ones([channels], tf.float32) if gamma is None else gamma
     offset = tf.zeros([channels], tf.float32) if beta is None else beta
     return scale, offset
@@ -107,7 +108,7 @@ def train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None, mask=
         `(outputs, mean, variance, None)`, the variance the biased (1/m) one.
     """
     channels = x.shape[-1]
-    scale, offset = _scale_and_offset(gamma, beta, channels)
+    scale, offset = scale_and_offset(gamma, beta, channels)
     view = tf.reshape(x, [1, 1, -1, channels])
     outputs, mean, variance = _normalize_view(view, scale, offset, epsilon)
     return tf.reshape(outputs, tf.shape(x)), mean[0], variance[0], None
@@ -123,7 +124,7 @@ def ghost_train_forward(x, gamma, beta, epsilon, axes=None, mask=None, k=None, m
         batches, each ghost variance first made unbiased if `unbiased`.
     """
     channels = x.shape[-1]
-    scale, offset = _scale_and_offset(gamma, beta, channels)
+    scale, offset = scale_and_offset(gamma, beta, channels)
     view = tf.reshape(x, tf.stack([k, tf.shape(x)[0] // k, -1, channels]))
     outputs, ghost_mean, ghost_variance = _normalize_view(view, scale, offset, epsilon)
     if unbiased:

@@ -148,12 +148,6 @@ def _as_nhwc(x):
     return tf.reshape(x, tf.stack([shape[0], middle, 1, shape[-1]]))
 
 
-def _scale_and_offset(gamma, beta, channels):
-    scale = tf.ones([channels], tf.float32) if gamma is None else gamma
-    offset = tf.zeros([channels], tf.float32) if beta is None else beta
-    return scale, offset
-
-
 def _by_size(x, fused, generic, min_elements=MIN_FUSED_ELEMENTS, max_elements=None):
     """`fused()` for tensors of `min_elements` up to `max_elements` (None: no
     limit), else `generic()`.
@@ -224,7 +218,7 @@ def fused_train_forward(x, gamma, beta, epsilon, axes=None, reduction_axes=None,
         a mask: the variance is the biased (1/m) one.
     """
     channels = x.shape[-1]
-    scale, offset = _scale_and_offset(gamma, beta, channels)
+    scale, offset = _tf_compiled.scale_and_offset(gamma, beta, channels)
     empty = tf.constant([], tf.float32)
     result = tf.raw_ops.FusedBatchNormV3(
         x=_as_nhwc(x), scale=scale, offset=offset, mean=empty, variance=empty,
@@ -296,7 +290,7 @@ def fused_ghost_train_forward(x, gamma, beta, epsilon, axes=None, mask=None, k=N
     view = tf.reshape(x, tf.stack([k, ghosts, -1, channels]))
     pairs = tf.transpose(view, [0, 2, 1, 3])
     rows = tf.shape(pairs)[1]
-    scale, offset = _scale_and_offset(gamma, beta, channels)
+    scale, offset = _tf_compiled.scale_and_offset(gamma, beta, channels)
     empty = tf.constant([], tf.float32)
     result = tf.raw_ops.FusedBatchNormV3(
         x=tf.reshape(pairs, tf.stack([k, rows, 1, ghosts * channels])),
@@ -314,7 +308,7 @@ def fused_ghost_train_forward(x, gamma, beta, epsilon, axes=None, mask=None, k=N
 
 def fused_infer_forward(x, mean, variance, gamma, beta, epsilon, axes=None):
     """Inference-mode forward pass in the fused kernel, whatever the size."""
-    scale, offset = _scale_and_offset(gamma, beta, x.shape[-1])
+    scale, offset = _tf_compiled.scale_and_offset(gamma, beta, x.shape[-1])
     result = tf.raw_ops.FusedBatchNormV3(
         x=_as_nhwc(x), scale=scale, offset=offset, mean=mean, variance=variance,
         epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
