@@ -112,3 +112,17 @@ def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path, capsys):
         train_command.main(["--resume", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no finished epoch to resume from" in capsys.readouterr().err
+
+
+def test_the_checkpoint_evaluates_with_its_metric(whole_run):
+    """The model is compiled with its loss and accuracy: the saved checkpoint.keras
+    reports both, equal to the last epoch's validation row."""
+    from train import train as command
+
+    settings = type("Settings", (), read_run_file(whole_run, "args.json"))()
+    data = command.load_data(settings)
+    model = keras.saving.load_model(os.path.join(whole_run, "checkpoint.keras"))
+    results = model.evaluate(data.x_val, data.y_val, batch_size=60, verbose=0, return_dict=True)
+    last = read_run_file(whole_run, "metrics.csv")[-1]
+    assert results["accuracy"] == pytest.approx(float(last["val_accuracy"]), abs=1e-7)
+    assert results["loss"] == pytest.approx(float(last["val_loss"]), rel=1e-5)

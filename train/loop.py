@@ -1,12 +1,12 @@
-"""The training loop of every run, one definition for every strategy.
+"""The training loop of `--strategy multi-worker` runs (TensorFlow only).
 
     stopped = loop.fit(model, data, settings, distribution, callbacks, first_epoch, stop)
 
-Why not `model.fit`: under MultiWorkerMirroredStrategy, Keras 3.15's `fit`
-fails before its first step, with Keras's own BatchNormalization too: its
-`_maybe_symbolic_build` calls `strategy.reduce` on the data batch (keras issue
-20585, tensorflow issue 72388). This loop does what `fit` does for these
-models, under the default strategy as under the others:
+Why not `model.fit`, which trains every other run (train/trainer.py): under
+MultiWorkerMirroredStrategy, Keras 3.15's `fit` fails before its first step,
+with Keras's own BatchNormalization too: its `_maybe_symbolic_build` calls
+`strategy.reduce` on the data batch (keras issue 20585, tensorflow issue
+72388). This loop does what `fit` does for these models:
 
 - epoch e visits the training samples in `epoch_order(seed, e)`, a
   permutation that depends on nothing else, in steps of `batch_size` (the
@@ -42,14 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
-def epoch_order(seed, epoch, samples):
-    """The order in which epoch `epoch` visits the `samples` training samples."""
-    return np.random.default_rng([seed, epoch]).permutation(samples)
-
-
-def steps_per_epoch(samples, batch_size):
-    return math.ceil(samples / batch_size)
+from train.trainer import epoch_order, steps_per_epoch
 
 
 def fit(model, data, settings, distribution, callbacks, first_epoch, stop):

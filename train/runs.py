@@ -25,7 +25,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
-from train import distributed, files, inference_gap, loop, signals
+from train import distributed, files, inference_gap, signals, trainer
 from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
 from train.recording import METRIC_COLUMNS, BatchScalars, RunRecorder, summarize
@@ -124,8 +124,9 @@ def make_optimizer(name, lr, momentum):
 def build_compiled(settings, data, variant):
     """The model of `variant` (one of `train.models.VARIANTS`), compiled; same seed → same weights.
 
-    The loss is what train/loop.py minimizes; the optimizer's variables are
-    created here, so that under a strategy they are mirrored like the model's.
+    Compiled with its loss and metric, so `fit`, `evaluate` and a saved
+    checkpoint.keras report both; the optimizer's variables are created here,
+    so that under a strategy they are mirrored like the model's.
     """
     model = build_model(
         settings.model,
@@ -143,6 +144,7 @@ def build_compiled(settings, data, variant):
     model.compile(
         optimizer=make_optimizer(settings.optimizer, settings.lr, settings.momentum),
         loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
     model.optimizer.build(model.trainable_variables)
     return model
@@ -213,14 +215,14 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
 def run(state):
     """Trains `state` to its last epoch or until it stops; returns a `RunResult`."""
     callbacks = chief_callbacks(state) if state.writes else []
-    recorder = RunRecorder(state)
-    callbacks += [recorder, *state.extra_callbacks]
     stopped = lost_worker = None
     with signals.StopRequest() as stop:
+        rules = trainer.StopRules(stop)
+        callbacks += [RunRecorder(state), *state.extra_callbacks]
         if state.epochs_done < state.settings.epochs:
             try:
-                stopped = loop.fit(state.model, state.data, state.settings, state.distribution,
-                                   callbacks, state.epochs_done, stop)
+                stopped = trainer.fit(state.model, state.data, state.settings,
+                                      state.distribution, callbacks, state.epochs_done, rules)
             except tf.errors.OpError as error:
                 if state.distribution.workers == 1:
                     raise
