@@ -15,13 +15,13 @@ TORCH_STAMP := $(TORCH_VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[tensorflow,jax,train,dev]'
 	touch $(STAMP)
 
 $(TORCH_STAMP): setup.cfg pyproject.toml
 	test -x $(TORCH_BIN)/python || $(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
-	$(TORCH_BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	$(TORCH_BIN)/python -m pip install --quiet -e '.[torch,train,dev]'
 	touch $(TORCH_STAMP)
 
 run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digits data
