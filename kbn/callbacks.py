@@ -9,7 +9,7 @@ model.fit(x, y, callbacks=[monitor, stats])
 #                              Scalars "batch_stats/<layer>/mean_shift|variance_ratio|skipped"
 
 Both write their event files with `tf.summary`, so they need TensorFlow installed
-whatever the Keras backend (`pip install kbn[train]`).
+whatever the Keras backend (kbn's `train` extra: `pip install '.[train]'`).
 """
 
 import importlib.util
@@ -153,7 +153,8 @@ def _require_tensorflow(callback):
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError(
             f"{callback} writes TensorBoard event files with tf.summary, which needs "
-            "TensorFlow (on every Keras backend): pip install 'kbn[train]' (or tensorflow)."
+            "TensorFlow (on every Keras backend): install kbn[train] (pip install '.[train]' "
+            "in kbn's checkout) or tensorflow."
         )
 
 
