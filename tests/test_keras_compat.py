@@ -14,7 +14,7 @@ import pytest
 
 from kbn import _keras_compat
 
-pytestmark = pytest.mark.all_backends
+pytestmark = [pytest.mark.all_backends, pytest.mark.lean]
 
 SETUP_CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg")
 
