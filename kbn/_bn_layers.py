@@ -8,6 +8,7 @@ are and which of them they can serve.
 
 import keras
 
+from kbn import _keras_compat
 from kbn.batch_normalization import BatchNormalization
 
 BATCH_NORM_CLASSES = (BatchNormalization, keras.layers.BatchNormalization)
@@ -20,7 +21,7 @@ def is_batch_norm(layer):
 def batch_norm_layers(model):
     """Every batch-norm layer of `model` (nested models included), each once, in layer order."""
     seen, found = set(), []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _keras_compat.sublayers(model):
         if is_batch_norm(layer) and id(layer) not in seen:
             seen.add(id(layer))
             found.append(layer)

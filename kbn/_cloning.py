@@ -1,4 +1,4 @@
-"""Keras's layer graph, read and copied: the one module that reads its private graph API.
+"""Keras's layer graph, read and copied (its private graph API through `_keras_compat`).
 
 Copying a Sequential or functional model with some layers swapped serves fold
 and convert; reading who feeds whom (`producers`, `consumers`) serves fold's
@@ -14,12 +14,13 @@ import collections
 import warnings
 
 import keras
-from keras.src.models.functional import Functional
+
+from kbn import _keras_compat
 
 
 def check_graph_model(model, tool):
     """Raises ValueError unless `model` is Sequential or functional (a graph to rebuild)."""
-    if not isinstance(model, (keras.Sequential, Functional)):
+    if not isinstance(model, (keras.Sequential, _keras_compat.functional_class())):
         raise ValueError(
             f"{tool} needs a Sequential or functional model, whose layer graph it can rebuild; "
             f"received a {type(model).__name__} (a subclassed model has no layer graph)."
@@ -64,7 +65,8 @@ def clone_with(model, replace, drop=()):
     def call(layer, *args, **kwargs):
         return args[0] if id(layer) in dropped else layer(*args, **kwargs)
 
-    options = {"call_function": call} if isinstance(model, Functional) else {}
+    functional = isinstance(model, _keras_compat.functional_class())
+    options = {"call_function": call} if functional else {}
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True, **options)
     for layer, new in pairs:
         if id(new) not in replaced:
@@ -85,17 +87,17 @@ def _copy_operation(operation):
 def producers(layer):
     """The operations (layers, nested models, `keras.ops` nodes) whose outputs feed
     `layer`'s first call; an `InputLayer` for a model input."""
-    return [node.operation for node in layer._inbound_nodes[0].parent_nodes]
+    return _keras_compat.parent_operations(_keras_compat.inbound_nodes(layer)[0])
 
 
 def consumers(layer):
     """The operations that take an output of `layer`, one per call of theirs."""
-    return [node.operation for node in layer._outbound_nodes]
+    return [_keras_compat.operation_of(node) for node in _keras_compat.outbound_nodes(layer)]
 
 
 def call_count(layer):
     """How many times `layer` has been called on Keras tensors (in any graph): 1 unless shared."""
-    return len(layer._inbound_nodes)
+    return len(_keras_compat.inbound_nodes(layer))
 
 
 def calls_per_pass(model):
@@ -109,13 +111,12 @@ def calls_per_pass(model):
     counts = collections.Counter()
 
     def walk(owner, times):
-        if isinstance(owner, Functional):
-            called = [node.operation for nodes in owner._nodes_by_depth.values()
-                      for node in nodes if node.operation is not None and not node.is_input]
+        if isinstance(owner, _keras_compat.functional_class()):
+            called = _keras_compat.called_operations(owner)
         elif isinstance(owner, keras.Sequential):
             called = owner.layers
         else:
-            called = owner._flatten_layers(include_self=False, recursive=False)
+            called = _keras_compat.sublayers(owner, recursive=False)
         for operation in called:
             counts[id(operation)] += times
             if isinstance(operation, keras.layers.Layer):

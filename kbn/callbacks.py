@@ -7,7 +7,12 @@ model.fit(x, y, callbacks=[monitor, stats])
 # tensorboard --logdir logs  → Scalars "activation_input/<layer>/p15|p50|p85",
 #                              Histograms "activation_input/<layer>",
 #                              Scalars "batch_stats/<layer>/mean_shift|variance_ratio|skipped"
+
+Both write their event files with `tf.summary`, so they need TensorFlow installed
+whatever the Keras backend (kbn's `train` extra: `pip install '.[train]'`).
 """
+
+import importlib.util
 
 import keras
 import numpy as np
@@ -64,6 +69,7 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         tag="activation_input",
     ):
         super().__init__()
+        _require_tensorflow(type(self).__name__)
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps!r}")
         self.probe_x = np.asarray(probe_x)
@@ -142,6 +148,16 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         self._writer.flush()
 
 
+def _require_tensorflow(callback):
+    """Raises ImportError where TensorFlow is missing: at construction, not in `fit`."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError(
+            f"{callback} writes TensorBoard event files with tf.summary, which needs "
+            "TensorFlow (on every Keras backend): install kbn[train] (pip install '.[train]' "
+            "in kbn's checkout) or tensorflow."
+        )
+
+
 def _has_nonlinearity(layer):
     if isinstance(layer, keras.layers.Activation):
         return True
@@ -213,6 +229,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
     def __init__(self, log_dir, every_n_steps=20, layer_names=None, tag="batch_stats",
                  verbose=True):
         super().__init__()
+        _require_tensorflow(type(self).__name__)
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) \
                 or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be an integer >= 1. "

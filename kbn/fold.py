@@ -37,7 +37,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from kbn import _bn_layers, _cloning
+from kbn import _bn_layers, _cloning, _keras_compat
 from kbn.batch_normalization import BatchNormalization
 from kbn.convert import config_for
 
@@ -347,7 +347,7 @@ def _axis_mismatch(bn, neighbour, output_side):
 def _model_outputs(model):
     """ids of every model output tensor, nested models included."""
     found = set()
-    for layer in [model, *model._flatten_layers(include_self=False, recursive=True)]:
+    for layer in [model, *_keras_compat.sublayers(model)]:
         for tensor in keras.tree.flatten(getattr(layer, "outputs", None) or []):
             found.add(id(tensor))
     return found

@@ -21,7 +21,7 @@ import math
 import keras
 import numpy as np
 
-from kbn import _bn_layers, _cloning, _drift
+from kbn import _bn_layers, _cloning, _drift, _keras_compat
 from kbn.batch_normalization import BatchNormalization
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays
@@ -263,7 +263,7 @@ def _assign_moving_statistics(layer, mean, variance):
 
 def _entries_per_sample(layer, unbiased):
     """Entries per channel in one sample of the layer's input (e.g. H·W), or None if unknown."""
-    shape = next(iter((layer._build_shapes_dict or {}).values()), None)
+    shape = next(iter(_keras_compat.build_shapes(layer).values()), None)
     if shape is None:
         if unbiased:
             raise ValueError(f"layer {layer.name!r} does not record its input shape, so the "

@@ -5,7 +5,9 @@ The suites marked `all_backends` are backend-neutral and run on TensorFlow, JAX
 and PyTorch (`KERAS_BACKEND`, one backend per process: `make test` runs
 TensorFlow and JAX, `make test-torch` PyTorch). Everything else is about
 TensorFlow (its fast path, tf.distribute, the training pipeline) and is
-skipped on the other backends.
+skipped on the other backends. The `lean` tests need neither TensorFlow nor the
+pipeline (`make test-lean` runs them on JAX in `.venv-lean`, which has no
+TensorFlow): this file imports nothing but Keras and pytest, so it serves there too.
 """
 
 import os
@@ -28,7 +30,8 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only (backend: {BACKEND})")
     for item in items:
-        if item.get_closest_marker("all_backends") is None:
+        if item.get_closest_marker("all_backends") is None \
+                and item.get_closest_marker("lean") is None:
             item.add_marker(skip)
 
 

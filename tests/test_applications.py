@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import kbn
-from kbn import _bn_layers
+from kbn import _bn_layers, _keras_compat
 from plain_keras import PlainKeras
 
 L = keras.layers
@@ -66,7 +66,7 @@ def application(request):
     finally:
         keras.config.set_floatx(floatx)
         keras.config.set_dtype_policy(policy)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _keras_compat.sublayers(model):
         if isinstance(layer, L.Dropout):
             layer.rate = 0.0  # training mode then differs from inference in BN alone
     rng = np.random.default_rng(0)
@@ -145,16 +145,17 @@ def expected_folds(model):
     operations = list(graph_operations(model))
     consumers = collections.defaultdict(list)
     for operation in operations:
-        for node in operation._inbound_nodes:
-            for tensor in node.input_tensors:
+        for node in _keras_compat.inbound_nodes(operation):
+            for tensor in _keras_compat.node_inputs(node):
                 consumers[id(tensor)].append(operation)
     outputs = {id(tensor) for operation in [model, *operations]
                if isinstance(operation, keras.Model) for tensor in operation.outputs}
     folds = {}
     for bn in _bn_layers.batch_norm_layers(model):
-        producer = bn.input._keras_history.operation
+        producer = _keras_compat.producer(bn.input)
         if (isinstance(producer, LINEAR) and producer.get_config()["activation"] == "linear"
-                and len(producer._inbound_nodes) == 1 and id(bn.input) not in outputs
+                and len(_keras_compat.inbound_nodes(producer)) == 1
+                and id(bn.input) not in outputs
                 and len(consumers[id(bn.input)]) == 1):
             folds[bn.name] = "backward"
             continue

@@ -1,12 +1,14 @@
 """kbn.callbacks.ActivationInputMonitor on user models: what it logs, when, and that it
 changes nothing."""
 
+import importlib.util
+
 import keras
 import numpy as np
 import pytest
 
 import kbn
-from kbn.callbacks import ActivationInputMonitor
+from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from tensorboard_events import scalar_values, tags_by_plugin
 
 RNG = np.random.default_rng(0)
@@ -118,3 +120,17 @@ def test_bad_arguments():
     monitor.set_model(sequential_bn())
     with pytest.raises(ValueError, match="no layer named"):
         monitor.on_train_begin()
+
+
+def test_without_tensorflow_construction_says_what_to_install(monkeypatch):
+    """Guards the clear message (tests/test_lean_install.py sees it without TensorFlow)."""
+    find_spec = importlib.util.find_spec
+
+    def without_tensorflow(name, *args):
+        return None if name == "tensorflow" else find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_tensorflow)
+    for construct in (lambda: ActivationInputMonitor(X, "unused"),
+                      lambda: BatchStatsMonitor("unused")):
+        with pytest.raises(ImportError, match=r"needs TensorFlow .*install kbn\[train\]"):
+            construct()

@@ -8,7 +8,7 @@ import pytest
 
 import cpu_config
 import kbn
-from kbn import _bn_layers
+from kbn import _bn_layers, _keras_compat
 from plain_keras import PlainKeras
 
 pytestmark = pytest.mark.all_backends
@@ -73,7 +73,7 @@ def test_sequential_every_kind_of_neighbour():
     x = np.random.default_rng(1).normal(size=(6, 9, 9, 3)).astype("float32")
     assert_same_predictions(model, folded, x)
     # What is left: one Keras BN (the kept kbn layer, converted), no kbn layer.
-    kinds = [type(layer) for layer in folded._flatten_layers(include_self=False)]
+    kinds = [type(layer) for layer in _keras_compat.sublayers(folded)]
     assert kinds.count(L.BatchNormalization) == 1 and kbn.BatchNormalization not in kinds
     # The original is untouched.
     for a, b in zip(before, model.get_weights()):
