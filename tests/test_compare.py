@@ -9,7 +9,7 @@ import pytest
 from tensorboard_events import tags_by_plugin
 from tiny_runs import run_dirs, tiny_compare
 from train import compare, report
-from train.models import VARIANTS
+from train.variants import COMPARED as VARIANTS
 from train.runs import RunResult
 
 

@@ -15,7 +15,7 @@ import tempfile
 
 from train import distributed
 from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train.models import BN_POSITIONS, MODELS, VARIANTS
+from train import backend, variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -75,7 +75,9 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="mlp", choices=MODELS, help="architecture" + show)
+    model.add_argument(
+        "--model", default="mlp", choices=variants.MODELS, help="architecture" + show
+    )
     model.add_argument(
         "--hidden",
         default="100,100,100",
@@ -89,13 +91,13 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         bn.add_argument(
             "--bn",
             default="kbn",
-            choices=VARIANTS,
-            help="none, keras.layers.BatchNormalization, or kbn.BatchNormalization" + show,
+            choices=variants.NAMES,
+            help="; ".join(f"{v.name}: {v.label}" for v in variants.VARIANTS.values()) + show,
         )
     bn.add_argument(
         "--bn-position",
         default="before",
-        choices=BN_POSITIONS,
+        choices=variants.BN_POSITIONS,
         help="BN before the non-linearity (paper) or after it" + show,
     )
     bn.add_argument(
@@ -143,7 +145,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         help="validation accuracy that counts as converged" + show,
     )
 
-    distribution = parser.add_argument_group("distribution (see README: More than one machine)")
+    distribution = parser.add_argument_group("distribution (see docs/distributed.md)")
     distribution.add_argument(
         "--strategy",
         default="default",
@@ -165,6 +167,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         metavar="N",
         help="multi-worker without TF_CONFIG: start N worker processes on 127.0.0.1",
     )
+    add_backend_flag(parser)
     # Set by train/workers.py for the processes it starts: the run folders' time stamp.
     parser.add_argument("--stamp", help=argparse.SUPPRESS)
 
@@ -207,10 +210,43 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     return parser
 
 
+def add_backend_flag(parser):
+    """`--backend`; None until `resolve_backend` fills it in (a resume takes the run's)."""
+    parser.add_argument(
+        "--backend",
+        choices=backend.BACKENDS,
+        help="the Keras backend (default: KERAS_BACKEND, else tensorflow; --resume: the run's)",
+    )
+
+
+def resolve_backend(args, saved=None):
+    """Fills in `args.backend` and makes it this process's Keras backend.
+
+    `saved`: a resumed run's settings; it continues on its own backend, and a
+    different `--backend` is refused.
+
+    Raises:
+        UsageError: one line naming --backend.
+    """
+    if saved is not None:
+        recorded = getattr(saved, "backend", None) or "tensorflow"  # runs before --backend
+        if args.backend and args.backend != recorded:
+            raise UsageError(f"--backend {args.backend}: {args.resume} was trained on"
+                             f" {recorded}; a run resumes on its own backend (drop --backend)")
+        args.backend = saved.backend = recorded
+    args.backend = args.backend or backend.default()
+    try:
+        backend.activate(args.backend)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def parse(parser, argv=None):
     """Parses and checks; on a bad value prints one line and exits 2."""
     args = parser.parse_args(argv)
     try:
+        if not getattr(args, "resume", None):  # a resume takes its run's (train.train)
+            resolve_backend(args)
         check(args)
     except UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -223,6 +259,7 @@ def check(args):
         if not os.path.isfile(os.path.join(args.resume, "args.json")):
             raise UsageError(f"--resume {args.resume}: not a run folder (no args.json)")
         return
+
     try:
         args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
     except ValueError:

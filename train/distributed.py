@@ -32,6 +32,7 @@ each replica normalizes its slice with that slice's own statistics.
 """
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import json
@@ -40,7 +41,6 @@ import socket
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -55,20 +55,21 @@ class Distribution:
 
     Attributes:
         kind: One of `STRATEGIES`.
-        strategy: The `tf.distribute.Strategy`.
+        strategy: The `tf.distribute.Strategy`, or None for the default
+            strategy (one process, one device, on any backend).
         worker: This process's index among the workers; 0 is the chief,
             the only one that writes the run folder.
         workers: Number of worker processes (1 unless multi-worker).
     """
 
     kind: str
-    strategy: tf.distribute.Strategy
+    strategy: object = None
     worker: int = 0
     workers: int = 1
 
     @property
     def replicas(self):
-        return self.strategy.num_replicas_in_sync
+        return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
 
     @property
     def is_chief(self):
@@ -76,10 +77,12 @@ class Distribution:
 
     def scope(self):
         """Variables created inside (model, optimizer) are mirrored on every replica."""
-        return self.strategy.scope()
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def split(self, x, y, index):
         """This step's global batch `x[index]`, `y[index]`, cut into per-replica slices."""
+        import tensorflow as tf
+
         slices = np.array_split(np.asarray(index), self.replicas)
 
         def replica_slice(context):
@@ -91,6 +94,8 @@ class Distribution:
     def run_summed(self, replica_fn, batch, *args):
         """Runs `replica_fn(x, y, *args)` on every replica; returns its outputs summed
         over all replicas of all workers (call it inside a `tf.function`)."""
+        import tensorflow as tf
+
         outputs = self.strategy.run(replica_fn, args=(*batch, *args))
         return tf.nest.map_structure(
             lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None),
@@ -102,21 +107,31 @@ class Distribution:
         worker (a collective: every worker must call it at the same point)."""
         if self.workers == 1:
             return tuple(bool(flag) for flag in flags)
+        import tensorflow as tf
+
         values = tf.constant([float(flag) for flag in flags])
         totals = _summed_flags(self.strategy, values).numpy()
         return tuple(bool(total > 0) for total in totals)
 
 
-@tf.function
+_SUMMED_FLAGS = {}  # strategy → its traced all-reduce of a flag vector
+
+
 def _summed_flags(strategy, flags):
-    return strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flags)), axis=None
-    )
+    import tensorflow as tf
+
+    if strategy not in _SUMMED_FLAGS:
+        _SUMMED_FLAGS[strategy] = tf.function(
+            lambda values: strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(values)), axis=None
+            )
+        )
+    return _SUMMED_FLAGS[strategy](flags)
 
 
 def default():
-    """One process, one device: TensorFlow's default strategy."""
-    return Distribution("default", tf.distribute.get_strategy())
+    """One process, one device, on any backend."""
+    return Distribution("default")
 
 
 def resolve(settings):
@@ -140,6 +155,10 @@ def check(settings):
     Runs before any data is loaded or any run folder exists.
     """
     kind = settings.strategy
+    backend = getattr(settings, "backend", None) or "tensorflow"
+    if kind != "default" and backend != "tensorflow":
+        raise ValueError(f"--strategy {kind} is tf.distribute's: it needs --backend tensorflow"
+                         f" (got --backend {backend})")
     if settings.devices is not None and kind != "mirrored":
         raise ValueError(f"--devices needs --strategy mirrored (got --strategy {kind})")
     if settings.workers is not None and kind != "multi-worker":
@@ -187,6 +206,8 @@ def start(settings):
     kind = settings.strategy
     if kind == "default":
         return default()
+    import tensorflow as tf
+
     if kind == "mirrored":
         return Distribution(kind, tf.distribute.MirroredStrategy(_devices(settings.devices)))
     task = parse_tf_config(os.environ["TF_CONFIG"])
@@ -295,6 +316,8 @@ def _check_port_free(address, what):
 
 def _devices(count):
     """`count` devices for MirroredStrategy: GPUs if there are enough, else logical CPUs."""
+    import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         if len(gpus) < count:

@@ -12,9 +12,9 @@ next to the run folders in <logdir>/<experiment>/.
 import os
 import sys
 
-from train import cli, distributed, plots, report, run_folder, runs, workers
+from train import cli, distributed, plots, report, run_folder, workers
 from train.datasets import DatasetError
-from train.models import VARIANTS
+from train.variants import COMPARED, NAMES
 from train.train import load_data
 
 DEFAULT_LRS = "0.05,0.1,0.3,1,3,10,20"
@@ -32,7 +32,7 @@ def main(argv=None):
     )
     sweep.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
+        default=",".join(COMPARED),
         metavar="V,V,...",
         help="BN variants to train at each rate (default: %(default)s)",
     )
@@ -40,16 +40,18 @@ def main(argv=None):
     try:
         rates = cli.parse_floats(args.lrs, "--lrs")
         variants = tuple(args.variants.split(","))
-        unknown = [variant for variant in variants if variant not in VARIANTS]
+        unknown = [variant for variant in variants if variant not in NAMES]
         if unknown:
             raise cli.UsageError(
-                f"--variants: unknown {', '.join(unknown)}; use {', '.join(VARIANTS)}"
+                f"--variants: unknown {', '.join(unknown)}; use {', '.join(NAMES)}"
             )
         data = load_data(args)
     except (cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.lr_sweep", args, argv, parser.prog)
+    from train import runs  # imports Keras: after the backend is chosen
+
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()

@@ -19,21 +19,7 @@ lists them, e.g. for `kbn.callbacks.ActivationInputMonitor`.
 import keras
 
 import kbn
-
-# The batch-norm variants every script trains, in table order; defined here only.
-VARIANTS = ("none", "keras", "kbn")
-BN_POSITIONS = ("before", "after")
-MODELS = ("mlp", "cnn")
-_BN_CLASSES = {"keras": keras.layers.BatchNormalization, "kbn": kbn.BatchNormalization}
-# kbn's layer with options, for the experiments of `python -m train.paper` (E5).
-# Renorm clipping as the Batch Renormalization paper's final values (r in
-# [1/3, 3], |d| <= 5). Ghost batches of 3: every batch must be a multiple of 3,
-# and E5's digits split (--validation-split 0.199: 1440 training and 357
-# validation samples, the latter evaluated in chunks of 60 and 57) is one.
-KBN_OPTION_VARIANTS = {
-    "kbn-renorm": {"renorm": True, "renorm_clipping": {"rmin": 1 / 3, "rmax": 3.0, "dmax": 5.0}},
-    "kbn-ghost3": {"virtual_batch_size": 3},
-}
+from train.variants import BN_POSITIONS, MODELS, VARIANTS
 
 
 def build_model(
@@ -58,8 +44,8 @@ def build_model(
             global average pooling).
         input_shape: Shape of one sample.
         num_classes: Width of the softmax output.
-        bn: "none", "keras" (keras.layers.BatchNormalization), "kbn", or a
-            name of `KBN_OPTION_VARIANTS` (kbn's layer with those options).
+        bn: A name of `train.variants.VARIANTS`: "none", "keras"
+            (keras.layers.BatchNormalization), "kbn", or kbn's layer with options.
         seed: Seeds every kernel initializer.
         hidden: mlp: hidden widths; cnn: filters of the conv blocks.
         activation: Hidden non-linearity (a Keras activation name).
@@ -71,26 +57,20 @@ def build_model(
     Returns:
         The built model.
     """
-    if bn not in VARIANTS and bn not in KBN_OPTION_VARIANTS:
-        raise ValueError(f"bn must be one of {VARIANTS + tuple(KBN_OPTION_VARIANTS)}, got {bn!r}")
+    if bn not in VARIANTS:
+        raise ValueError(f"bn must be one of {tuple(VARIANTS)}, got {bn!r}")
     if bn_position not in BN_POSITIONS:
         raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
-    use_bn = bn != "none"
+    variant = VARIANTS[bn]
+    use_bn = variant.layer is not None
     # Before the non-linearity BN's β takes over the bias.
     use_bias = not (use_bn and bn_position == "before")
 
     def normalization(index):
-        if bn in KBN_OPTION_VARIANTS:
-            return kbn.BatchNormalization(
-                momentum=bn_momentum, epsilon=bn_epsilon, synchronized=bn_synchronized,
-                name=f"bn_{index}", **KBN_OPTION_VARIANTS[bn],
-            )
-        return _BN_CLASSES[bn](
-            momentum=bn_momentum,
-            epsilon=bn_epsilon,
-            synchronized=bn_synchronized,
-            name=f"bn_{index}",
-        )
+        layer_class = {"keras": keras.layers.BatchNormalization,
+                       "kbn": kbn.BatchNormalization}[variant.layer]
+        return layer_class(momentum=bn_momentum, epsilon=bn_epsilon,
+                           synchronized=bn_synchronized, name=f"bn_{index}", **variant.options)
 
     layers = [keras.Input(shape=tuple(input_shape))]
     if model == "mlp":

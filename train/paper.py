@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from train import cli, paper_report, run_folder, runs
+from train import cli, paper_report, run_folder
 from train.datasets import DatasetError
 from train.experiments import EXPERIMENTS
 from train.train import load_data
@@ -86,6 +86,7 @@ def make_parser():
         help=f"seeds of every row (default: {FULL_SEEDS}; with --quick {QUICK_SEEDS})",
     )
     parser.add_argument("--logdir", default="logs", help="root of all runs (default: %(default)s)")
+    cli.add_backend_flag(parser)
     return parser
 
 
@@ -96,6 +97,7 @@ def parse(argv=None):
         args.experiments = _select(args.only)
         args.seed_values = _seeds(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))
         cli.check_logdir(os.path.join(args.logdir, "paper"))
+        cli.resolve_backend(args)
     except cli.UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     return args
@@ -148,8 +150,10 @@ def plan(experiments, seeds, quick):
     return list(unique.values()), by_cell, skipped
 
 
-def run_jobs(jobs, report_dir, log):
+def run_jobs(jobs, report_dir, log, backend):
     """Trains every job; one progress line each. Returns False if interrupted (Ctrl-C)."""
+    from train import runs  # imports Keras: after the backend is chosen
+
     parser = cli.make_parser("", experiment="paper", bn_flag=False)
     datasets = {}
     total = sum(job.cost for job in jobs)
@@ -165,6 +169,7 @@ def run_jobs(jobs, report_dir, log):
                 "--seed", str(job.seed),
                 "--logdir", report_dir,
                 "--experiment", job.experiment.key,
+                "--backend", backend,
             ],
         )
         data_key = tuple(getattr(settings, name) for name in DATA_SETTINGS)
@@ -240,7 +245,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         with open(os.path.join(report_dir, "runs.log"), "w") as log:
-            finished = run_jobs(jobs, report_dir, log)
+            finished = run_jobs(jobs, report_dir, log, args.backend)
     except KeyboardInterrupt:  # outside a fit (runs.py handles Ctrl-C inside one)
         finished = False
     except DatasetError as error:

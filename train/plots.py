@@ -10,14 +10,18 @@ import os
 import matplotlib
 
 from train import files
-from train.models import VARIANTS
+from train.variants import VARIANTS
 
 matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = dict(zip(VARIANTS, ("tab:red", "tab:blue", "tab:green")))
-STYLES = dict(zip(VARIANTS, ("-", "-", "--")))  # kbn dashed: it lies on top of keras
+
+
+def _style(variant):
+    """A variant's line (a name outside the registry: black, solid)."""
+    known = VARIANTS.get(variant)
+    return {"color": known.color if known else "black", "linestyle": known.style if known else "-"}
 
 
 def plot_comparison(results, path, target_accuracy):
@@ -29,7 +33,7 @@ def plot_comparison(results, path, target_accuracy):
     accuracy, loss, shift_plain, shift_bn = axes.ravel()
     for variant, result in results.items():
         epochs = [row["epoch"] for row in result.rows]
-        style = dict(color=COLORS[variant], linestyle=STYLES[variant], label=variant)
+        style = dict(**_style(variant), label=variant)
         accuracy.plot(epochs, [row["val_accuracy"] for row in result.rows], **style)
         loss.plot(epochs, [row["loss"] for row in result.rows], **style)
     accuracy.axhline(target_accuracy, color="grey", linewidth=0.8, linestyle=":")
@@ -45,7 +49,7 @@ def plot_comparison(results, path, target_accuracy):
         (shift_bn, bn_variant, f"with BN ({bn_variant})"),
     ):
         history = by_variant[variant].shift_history if variant in by_variant else []
-        _plot_percentiles(axis, history, COLORS.get(variant, "black"))
+        _plot_percentiles(axis, history, _style(variant)["color"])
         layer = history[0]["layer"] if history else "?"
         axis.set(title=f"input to {layer}'s non-linearity, {title}", xlabel="training step")
     low, high = _shared_limits([shift_plain, shift_bn])
@@ -67,7 +71,7 @@ def plot_sweep(results_by_lr, variants, path, target_accuracy):
     )
     for variant in variants:
         summaries = [results_by_lr[lr][variant].summary for lr in rates]
-        style = dict(color=COLORS.get(variant), linestyle=STYLES.get(variant, "-"), marker="o")
+        style = dict(**_style(variant), marker="o")
         best.plot(rates, [s["best_val_accuracy"] or 0.0 for s in summaries], label=variant, **style)
         # "never" is drawn above the last epoch so a failure is visible, not missing.
         speed.plot(

@@ -31,8 +31,8 @@ import zipfile
 from train import files
 
 # Settings of runs saved before a setting existed: what those runs did.
-SETTING_DEFAULTS = {"strategy": "default", "devices": None, "workers": None, "bn_sync": False,
-                    "replicas": 1}
+SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,
+                    "workers": None, "bn_sync": False, "replicas": 1}
 
 # Command-line values that are not settings of the run.
 NOT_SETTINGS = ("hidden_widths", "stamp", "resume")

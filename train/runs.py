@@ -56,6 +56,7 @@ HPARAM_KEYS = (
     "epochs",
     "seed",
     "input_norm",
+    "backend",
     "strategy",
     "replicas",
     "bn_sync",
@@ -157,10 +158,12 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
     with distribution.scope():
         model = build_compiled(settings, data, variant)
     saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
-    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm)
+    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm,
+                 backend=keras.backend.backend())
     summary = {
         "variant": variant,
         "dataset": data.name,
+        "backend": saved["backend"],
         "run_dir": run_dir,
         "strategy": settings.strategy,
         "replicas": distribution.replicas,
@@ -202,6 +205,7 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
     summary.update(status="running", stopped_early=None)
+    summary.setdefault("backend", settings.backend)
     summary.setdefault("strategy", settings.strategy)
     summary.setdefault("replicas", distribution.replicas)
     summary.setdefault("bn_sync", bool(settings.bn_sync))

@@ -7,6 +7,7 @@
     python -m train.train --resume logs/train/20250101-120000-digits-kbn    # after Ctrl-C
     python -m train.train --strategy mirrored --devices 2        # 2 replicas in this process
     python -m train.train --strategy multi-worker --workers 2    # 2 local worker processes
+    python -m train.train --backend jax                          # or KERAS_BACKEND=jax
 
 The run folder (printed at the start) holds TensorBoard events, args.json,
 metrics.csv, summary.json and a checkpoint; see train/runs.py. Ctrl-C or
@@ -18,7 +19,7 @@ Ctrl-C, 143 after SIGTERM.
 import os
 import sys
 
-from train import cli, distributed, run_folder, runs, workers
+from train import cli, distributed, run_folder, workers
 from train.datasets import DatasetError, load_dataset
 
 
@@ -55,12 +56,15 @@ def main(argv=None, extra_callbacks=()):
         if args.resume:
             run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
+            cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
         data = load_data(settings)
     except (run_folder.RunFolderError, cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(settings):
         return workers.launch("train.train", settings, argv, parser.prog, resume=args.resume)
+    from train import runs  # imports Keras: after the backend is chosen
+
     distribution = cli.start_distribution(parser.prog, settings)
     say = print if distribution.is_chief else _silent
 
