@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from kbn import _bn_layers, _cloning, _drift, _keras_compat
+from kbn._variables import restored_variables
 from kbn.batch_normalization import BatchNormalization
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays
@@ -142,11 +143,10 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
     if verbose:
         progress = keras.utils.Progbar(_batch_count(model, data, batch_size, steps))
 
-    saved = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
     old = [(_numpy(layer.moving_mean), _numpy(layer.moving_variance)) for layer in layers]
     totals = [_Totals() for _ in layers]
     count = samples = 0
-    try:
+    with restored_variables(model):
         with _momentum_zero(layers):
             for x in batches:
                 if steps is not None and count == steps:
@@ -160,9 +160,6 @@ def recalibrate(model, data, batch_size=None, steps=None, unbiased=True, verbose
         if count == 0:
             raise ValueError("data is empty: it gave no batch to recalibrate over.")
         statistics = [total.result(layer.name) for layer, total in zip(layers, totals)]
-    finally:
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
 
     changes = []
     for layer, (mean, variance), (old_mean, old_variance) in zip(layers, statistics, old):

@@ -14,6 +14,8 @@ import pytest
 
 from train import explain
 
+pytestmark = pytest.mark.all_backends
+
 PRINTED = 5e-5 + 1e-12
 
 

@@ -47,7 +47,8 @@ def activate(name):
             raise ValueError(f"--backend {name}: this process already runs Keras on {current};"
                              f" start a new one (python -m train.<command> --backend {name})")
     os.environ["KERAS_BACKEND"] = name
-    import_tensorflow_quietly()
+    if name == "tensorflow":
+        import_tensorflow_quietly()
 
 
 def import_tensorflow_quietly():

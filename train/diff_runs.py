@@ -8,7 +8,7 @@ have, |a − b| / |a|, and for the checkpoints the largest absolute difference
 over every weight (BN's moving statistics included) and, relative to each
 weight tensor's scale, max |a − b| / max |a|.
 A synchronized distributed run and the single-process run with the same seed
-differ only by the order of float32 sums (README, "More than one machine").
+differ only by the order of float32 sums (docs/distributed.md).
 """
 
 import argparse
@@ -48,14 +48,19 @@ def differences(run_a, run_b):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m train.diff_runs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli._OneLineParser(prog="python -m train.diff_runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_a")
     parser.add_argument("run_b")
+    cli.add_backend_flag(parser)
     args = parser.parse_args(argv)
     for run in (args.run_a, args.run_b):
         if not os.path.isfile(os.path.join(run, "checkpoint.keras")):
             cli.fail(parser.prog, f"{run}: not a finished run folder (no checkpoint.keras)")
+    try:
+        cli.resolve_backend(args)  # the checkpoints load on any backend
+    except cli.UsageError as error:
+        cli.fail(parser.prog, error)
     found = differences(args.run_a, args.run_b)
     print(f"over {found['epochs']} epochs, largest relative difference:")
     for key in METRICS:

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from train import algorithm1
+from train import cli
 from train.cli import UsageError, _OneLineParser
 
 # The lecture's table shows cgpa 8.9, 6.2, 9.1, 7.7, iq 100, 89, 76 and a placed
@@ -78,6 +79,7 @@ def make_parser():
         metavar="CGPA,IQ",
         help="the new student seen at inference" + show,
     )
+    cli.add_backend_flag(parser)
     return parser
 
 
@@ -99,6 +101,7 @@ def parse(argv=None):
         )
         _require(0 <= args.momentum <= 1, f"--momentum must be in [0, 1], got {args.momentum}")
         _require(math.isfinite(args.lr) and args.lr > 0, f"--lr must be > 0, got {args.lr}")
+        cli.resolve_backend(args)
     except UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     args.activation_function = algorithm1.ACTIVATIONS[args.activation]
@@ -299,23 +302,30 @@ def print_why_inference_differs(args):
 
 
 def layer_results(layer_class, step, args):
-    """The same step through a real BN layer (float32): the numbers `BatchNormStep` predicts."""
+    """The same step through a real BN layer (float32): the numbers `BatchNormStep` predicts.
+
+    The gradients are the backend's own autodiff (train/autodiff.py) of
+    L = Σ (output − target)² / 2m, through BN and, placed before it, the activation.
+    """
     import keras
-    import tensorflow as tf
+
+    from kbn._variables import restored_variables
+    from train.autodiff import call_with_gradients
 
     layer = layer_class(momentum=args.momentum, epsilon=args.epsilon)
-    x = tf.constant(step.x[:, None], dtype=tf.float32)
-    targets = tf.constant(np.asarray(args.targets)[:, None], dtype=tf.float32)
-    layer.build(x.shape)
-    activation = keras.activations.get(args.activation)
-    with tf.GradientTape() as tape:
-        y = layer(x, training=True)
-        output = activation(y) if step.placement == "before" else y
-        loss = tf.reduce_sum((output - targets) ** 2) / (2 * len(step.x))
-    grad_gamma, grad_beta = tape.gradient(loss, [layer.gamma, layer.beta])
-    keras.optimizers.SGD(learning_rate=args.lr).apply([grad_gamma, grad_beta],
-                                                      [layer.gamma, layer.beta])
-    new_x = tf.constant([[step.new_x]], dtype=tf.float32)
+    after = [keras.layers.Activation(args.activation)] if step.placement == "before" else []
+    model = keras.Sequential([keras.Input((1,)), layer, *after])
+    x = step.x[:, None].astype("float32")
+    targets = np.asarray(args.targets, dtype="float32")[:, None]
+    with restored_variables(model):  # a first look, for y and dL/d(output)
+        y = keras.ops.convert_to_numpy(layer(x, training=True))
+        output = keras.ops.convert_to_numpy(model(x, training=True))
+    upstream = (output - targets) / len(step.x)
+    output, _, (grad_gamma, grad_beta) = call_with_gradients(model, x, upstream, training=True)
+    loss = np.sum((output - targets) ** 2) / (2 * len(step.x))
+    gradients = [keras.ops.convert_to_tensor(grad_gamma), keras.ops.convert_to_tensor(grad_beta)]
+    keras.optimizers.SGD(learning_rate=args.lr).apply(gradients, [layer.gamma, layer.beta])
+    new_x = np.asarray([[step.new_x]], dtype="float32")
     numbers = {
         "y": y,
         "loss": loss,
@@ -362,7 +372,8 @@ def check_with_layers(steps, args):
     print()
     print("Check: the same batch through kbn.BatchNormalization and"
           " keras.layers.BatchNormalization")
-    print("(float32, same γ, β, ε, momentum; one tape gradient and one keras SGD step)")
+    print("(float32, same γ, β, ε, momentum; one gradient by the backend's autodiff and one"
+          " keras SGD step)")
     print(f"   {'placement':<9}  {'quantity':<18}  {'explain':>13}  "
           f"{'kbn rel. diff':>13}  {'keras rel. diff':>15}")
     worst = 0.0

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 import kbn
+from kbn._variables import restored_variables
 
 # A gap larger than this (in accuracy points) is announced at the end of the run.
 GAP_POINTS = 5.0
@@ -40,16 +41,12 @@ def batch_statistics_accuracy(model, x, y, batch_size):
     The batches run in training mode, which moves BN's moving statistics (and
     kbn's skip counters): every variable is restored afterwards.
     """
-    saved = [keras.ops.convert_to_numpy(variable) for variable in model.variables]
-    try:
-        correct = 0
+    correct = 0
+    with restored_variables(model):
         for start in range(0, len(x), batch_size):
             probabilities = model(x[start:start + batch_size], training=True)
             predicted = np.argmax(keras.ops.convert_to_numpy(probabilities), axis=-1)
             correct += int(np.sum(predicted == y[start:start + batch_size]))
-    finally:
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
     return correct / len(x)
 
 

@@ -1,6 +1,6 @@
 """Inference accuracy with BN's moving averages vs recalibrated (`kbn.recalibrate`), step by step.
 
-    python -m train.recalibration                        # the README's experiment (~2 min)
+    python -m train.recalibration                        # docs/tools.md's experiment (~2 min)
     python -m train.recalibration --steps 50,150 --seeds 1,2 --bn-momentums 0.99
 
 Trains the `make run` network (digits, 3 hidden Dense layers of 100 sigmoid
@@ -18,17 +18,13 @@ import statistics
 import sys
 import time
 
-import keras
-import numpy as np
-
-import kbn
+from train import cli
 from train.datasets import load_dataset
-from train.models import build_model
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m train.recalibration", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli._OneLineParser(prog="python -m train.recalibration", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="50,150,500", help="step counts (default: %(default)s)")
     parser.add_argument("--bn-momentums", default="0.99,0.9",
                         help="BN momentums (default: %(default)s)")
@@ -37,25 +33,43 @@ def parse_args(argv):
                         help="BN layer (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (default: 1)")
     parser.add_argument("--batch-size", type=int, default=60, help="(default: %(default)s)")
+    cli.add_backend_flag(parser)
     args = parser.parse_args(argv)
     try:
-        args.steps = sorted({int(step) for step in args.steps.split(",")})
-        args.bn_momentums = [float(m) for m in args.bn_momentums.split(",")]
-        args.seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError as error:
+        args.steps = sorted(set(_numbers(args.steps, "--steps", int, "step counts like 50,150")))
+        args.bn_momentums = _numbers(args.bn_momentums, "--bn-momentums", float,
+                                     "momentums like 0.99,0.9")
+        args.seeds = _numbers(args.seeds, "--seeds", int, "seeds like 1,2,3")
+        _check(args.steps[0] >= 1, f"--steps {','.join(map(str, args.steps))}: counts must be >= 1")
+        _check(all(0 <= m <= 1 for m in args.bn_momentums),
+               f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be in [0, 1]")
+        _check(args.batch_size >= 2, f"--batch-size must be >= 2, got {args.batch_size}")
+        _check(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+        cli.resolve_backend(args)
+    except cli.UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if args.steps[0] < 1 or args.batch_size < 2 or args.lr <= 0 \
-            or not all(0 <= m <= 1 for m in args.bn_momentums):
-        parser.exit(2, f"{parser.prog}: error: steps >= 1, --batch-size >= 2, --lr > 0 and "
-                       "momentums in [0, 1] please\n")
     return args
 
 
+def _numbers(text, flag, kind, expected):
+    try:
+        return [kind(value) for value in text.split(",")]
+    except ValueError:
+        raise cli.UsageError(f"{flag} {text!r}: expected {expected}") from None
+
+
+def _check(condition, message):
+    if not condition:
+        raise cli.UsageError(message)
+
+
 def batches(x, y, batch_size, seed):
-    """Endless shuffled batches, each epoch's order fixed by (seed, epoch)."""
+    """Endless batches, each epoch in the pipeline's `epoch_order(seed, epoch)`."""
+    from train.trainer import epoch_order
+
     epoch = 0
     while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(x))
+        order = epoch_order(seed, epoch, len(x))
         for start in range(0, len(x), batch_size):
             index = order[start:start + batch_size]
             yield x[index], y[index]
@@ -65,6 +79,11 @@ def batches(x, y, batch_size, seed):
 def one_run(data, args, momentum, seed):
     """{steps: (accuracy with the moving averages, recalibrated accuracy, seconds to
     recalibrate, loss with the moving averages)}."""
+    import keras
+
+    import kbn
+    from train.models import build_model
+
     keras.utils.set_random_seed(seed)
     model = build_model("mlp", input_shape=data.input_shape, num_classes=data.num_classes,
                         bn=args.bn, seed=seed, bn_momentum=momentum)

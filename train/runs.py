@@ -205,7 +205,7 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
     summary.update(status="running", stopped_early=None)
-    summary.setdefault("backend", settings.backend)
+    summary["backend"] = keras.backend.backend()  # what trains from here on
     summary.setdefault("strategy", settings.strategy)
     summary.setdefault("replicas", distribution.replicas)
     summary.setdefault("bn_sync", bool(settings.bn_sync))

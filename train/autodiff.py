@@ -1,6 +1,7 @@
 """One layer call with its gradients, taken by the backend's own autodiff.
 
-The parity suites run on every Keras backend (`KERAS_BACKEND`), so gradients
+`train.explain` checks its arithmetic through real layers with it, and the
+parity suites (tests/) run on every Keras backend (`KERAS_BACKEND`); gradients
 come from `tf.GradientTape` on TensorFlow, `jax.value_and_grad` over
 `layer.stateless_call` on JAX (how Keras's JAX trainer differentiates a layer)
 and `torch.autograd.grad` on PyTorch, never from one backend for all three.
