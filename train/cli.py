@@ -133,6 +133,12 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
     optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
     optimization.add_argument(
+        "--drop-remainder",
+        action="store_true",
+        help="skip each epoch's last, shorter batch (data-parallel needs every batch to split"
+        " evenly over the replicas)",
+    )
+    optimization.add_argument(
         "--seed",
         type=int,
         default=1,
@@ -150,16 +156,18 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         "--strategy",
         default="default",
         choices=distributed.STRATEGIES,
-        help="default: one process, one device; mirrored: --devices N replicas in this process; "
-        "multi-worker: one replica per worker process (--workers N local processes, or the "
-        "cluster TF_CONFIG names); --batch-size stays the global batch" + show,
+        help="default: one process, one device; mirrored (TensorFlow): --devices N replicas in "
+        "this process; multi-worker (TensorFlow): one replica per worker process (--workers N "
+        "local processes, or the cluster TF_CONFIG names); data-parallel (JAX: "
+        "keras.distribution.DataParallel): --devices N; --batch-size stays the global batch"
+        + show,
     )
     distribution.add_argument(
         "--devices",
         type=int,
         metavar="N",
-        help="mirrored: N replicas (on a machine without GPUs the CPU is split into N logical "
-        "devices)",
+        help="mirrored, data-parallel: N replicas (on a machine without GPUs the CPU is split "
+        "into N logical devices)",
     )
     distribution.add_argument(
         "--workers",
@@ -286,7 +294,6 @@ def check(args):
     _require(
         args.batch_log_every >= 1, f"--batch-log-every must be >= 1, got {args.batch_log_every}"
     )
-    _check_activation(args.activation)
     if args.data:
         _require(
             os.path.isfile(args.data) and os.access(args.data, os.R_OK),
@@ -297,7 +304,8 @@ def check(args):
         args.dataset = extension[1:]
     elif args.label_column is not None:
         raise UsageError("--label-column needs --data PATH.csv")
-    check_distribution(args)
+    check_distribution(args)  # before Keras's import: it may set up JAX's devices
+    _check_activation(args.activation)
     check_logdir(os.path.join(args.logdir, args.experiment))
 
 

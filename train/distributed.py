@@ -1,4 +1,4 @@
-"""The one place that knows about `tf.distribute` strategies.
+"""The one place that knows about distribution: `tf.distribute` and `keras.distribution`.
 
     from train import distributed
     distributed.check(settings)                    # flags and TF_CONFIG; ValueError: one line
@@ -15,6 +15,13 @@
     multi-worker  one replica per worker process (MultiWorkerMirroredStrategy).
                   `TF_CONFIG` names the cluster and this process's task; without
                   it, `--workers N` starts N local workers (train/workers.py).
+    data-parallel JAX: `--devices N` replicas in this process, Keras 3's own
+                  `keras.distribution.DataParallel` (N GPUs, or N virtual CPU
+                  devices: XLA_FLAGS=--xla_force_host_platform_device_count=N,
+                  set before JAX is imported). A batch is one global array
+                  sharded over the devices, so batch norm always normalizes with
+                  the global batch's statistics, and every batch must split
+                  evenly (`--drop-remainder` skips an uneven last one).
 
 The global batch. `--batch-size` is the global batch B. Step s of an epoch
 takes the samples order[s·B : (s+1)·B] of that epoch's order, exactly as one
@@ -42,7 +49,9 @@ import sys
 
 import numpy as np
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
+STRATEGIES = ("default", "mirrored", "multi-worker", "data-parallel")
+# The Keras backend each strategy's engine belongs to.
+ENGINES = {"mirrored": "tensorflow", "multi-worker": "tensorflow", "data-parallel": "jax"}
 
 # What one process is in a multi-worker cluster: its place in the replica
 # order (the chief first) and the number of workers.
@@ -156,9 +165,14 @@ def check(settings):
     """
     kind = settings.strategy
     backend = getattr(settings, "backend", None) or "tensorflow"
-    if kind != "default" and backend != "tensorflow":
-        raise ValueError(f"--strategy {kind} is tf.distribute's: it needs --backend tensorflow"
+    engine = ENGINES.get(kind, backend)
+    if engine != backend:
+        whose = "tf.distribute's" if engine == "tensorflow" else "keras.distribution's on JAX"
+        raise ValueError(f"--strategy {kind} is {whose}: it needs --backend {engine}"
                          f" (got --backend {backend})")
+    if kind == "data-parallel":
+        _check_data_parallel(settings)
+        return
     if settings.devices is not None and kind != "mirrored":
         raise ValueError(f"--devices needs --strategy mirrored (got --strategy {kind})")
     if settings.workers is not None and kind != "multi-worker":
@@ -195,6 +209,56 @@ def check(settings):
         )
 
 
+def _check_data_parallel(settings):
+    if settings.workers is not None:
+        raise ValueError("--workers with --strategy data-parallel: not available yet (one"
+                         " process: --devices N)")
+    if settings.devices is None or settings.devices < 1:
+        raise ValueError("--strategy data-parallel needs --devices N (N >= 1 replicas)")
+    if settings.bn_sync is False:
+        raise ValueError("--no-bn-sync: under JAX data parallelism a batch is one global array,"
+                         " so batch norm always uses the global batch's statistics")
+    settings.bn_sync, settings.replicas = True, settings.devices
+    if settings.batch_size % settings.replicas:
+        raise ValueError(f"--batch-size {settings.batch_size} does not split evenly over"
+                         f" --devices {settings.devices} (JAX shards a batch evenly)")
+    _virtual_cpu_devices(settings.devices)
+
+
+def _virtual_cpu_devices(count):
+    """Asks XLA for `count` CPU devices (it reads XLA_FLAGS when JAX is imported).
+
+    A machine with GPUs keeps using them: the flag only concerns the CPU platform.
+    """
+    if "jax" in sys.modules:
+        import jax
+
+        if len(jax.devices()) >= count:
+            return
+        raise ValueError(f"--devices {count}: JAX was set up with {len(jax.devices())} devices"
+                         " before this run (start a new process)")
+    flag = "--xla_force_host_platform_device_count"
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(flag)]
+    os.environ["XLA_FLAGS"] = " ".join([*kept, f"{flag}={count}"])
+
+
+def check_batches(settings, samples, what):
+    """Raises ValueError (one line) when a data-parallel run's batches do not all split
+    evenly over the replicas; `samples`: the training or validation set's size."""
+    if settings.strategy != "data-parallel":
+        return
+    last = samples % settings.batch_size
+    if what == "training" and getattr(settings, "drop_remainder", False):
+        return
+    if last % settings.replicas:
+        advice = "choose --batch-size or --validation-split so that it does"
+        if what == "training":
+            advice = "add --drop-remainder, or " + advice
+        raise ValueError(f"--strategy data-parallel: the {samples} {what} samples leave a last"
+                         f" batch of {last}, which does not split evenly over --devices"
+                         f" {settings.replicas} (JAX shards a batch evenly): {advice}")
+
+
 def needs_local_workers(settings):
     """Whether this command must start its own worker processes (multi-worker, no TF_CONFIG)."""
     return settings.strategy == "multi-worker" and not os.environ.get("TF_CONFIG")
@@ -206,6 +270,8 @@ def start(settings):
     kind = settings.strategy
     if kind == "default":
         return default()
+    if kind == "data-parallel":
+        return Distribution(kind, _KerasDataParallel(settings.devices))
     import tensorflow as tf
 
     if kind == "mirrored":
@@ -217,6 +283,25 @@ def start(settings):
         )
     )
     return Distribution(kind, strategy, worker=task.index, workers=task.workers)
+
+
+class _KerasDataParallel:
+    """`keras.distribution.DataParallel` over `count` devices, set for the whole process,
+    with the two things `Distribution` asks of a strategy."""
+
+    def __init__(self, count):
+        import keras
+
+        devices = keras.distribution.list_devices()
+        if len(devices) < count:
+            raise ValueError(f"--devices {count}: this machine has {len(devices)}"
+                             f" ({', '.join(devices)})")
+        self.distribution = keras.distribution.DataParallel(devices=devices[:count])
+        keras.distribution.set_distribution(self.distribution)
+        self.num_replicas_in_sync = count
+
+    def scope(self):
+        return self.distribution.scope()
 
 
 def parse_tf_config(text):

@@ -62,7 +62,10 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
         None (finished, or stopped by a callback), "nan" or "interrupted".
     """
     steps = _Steps(model, distribution)
-    step_count = steps_per_epoch(len(data.x_train), settings.batch_size)
+    samples = len(data.x_train)
+    if getattr(settings, "drop_remainder", False):
+        samples -= samples % settings.batch_size
+    step_count = steps_per_epoch(samples, settings.batch_size)
     callbacks = keras.callbacks.CallbackList(
         callbacks, model=model, epochs=settings.epochs, steps=step_count, verbose=0
     )
@@ -72,7 +75,7 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
     try:
         for epoch in range(first_epoch, settings.epochs):
             callbacks.on_epoch_begin(epoch)
-            order = epoch_order(settings.seed, epoch, len(data.x_train))
+            order = epoch_order(settings.seed, epoch, len(data.x_train))[:samples]
             logs, stopped = _train_epoch(
                 steps, data, order, settings.batch_size, callbacks, stop
             )

@@ -32,7 +32,7 @@ from train import files
 
 # Settings of runs saved before a setting existed: what those runs did.
 SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,
-                    "workers": None, "bn_sync": False, "replicas": 1}
+                    "workers": None, "bn_sync": False, "replicas": 1, "drop_remainder": False}
 
 # Command-line values that are not settings of the run.
 NOT_SETTINGS = ("hidden_widths", "stamp", "resume")

@@ -27,8 +27,9 @@ def load_data(args):
     """The dataset the flags name, checked against `--model` before any run folder exists.
 
     Raises:
-        DatasetError: the data cannot be loaded, or `--model cnn` was asked of
-            data that are not images (one sample must be height × width × channels).
+        DatasetError: the data cannot be loaded, `--model cnn` was asked of
+            data that are not images (one sample must be height × width × channels),
+            or a data-parallel run's batches do not split evenly.
     """
     data = load_dataset(
         args.dataset,
@@ -44,6 +45,11 @@ def load_data(args):
             f"--model cnn needs images (height × width × channels per sample); {data.name}"
             f" samples are {shape}: use --model mlp"
         )
+    try:
+        distributed.check_batches(args, len(data.x_train), "training")
+        distributed.check_batches(args, len(data.x_val), "validation")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
     return data
 
 

@@ -48,10 +48,11 @@ class EpochBatches(keras.utils.PyDataset):
     `StopRules.on_epoch_begin` sets `epoch` before `fit` asks for a batch of it.
     """
 
-    def __init__(self, x, y, batch_size, seed, epoch=0):
+    def __init__(self, x, y, batch_size, seed, epoch=0, drop_remainder=False):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
+        self.drop_remainder = drop_remainder
         self._order = None
         self.epoch = epoch
 
@@ -65,6 +66,8 @@ class EpochBatches(keras.utils.PyDataset):
         self._order = epoch_order(self.seed, epoch, len(self.x))
 
     def __len__(self):
+        if self.drop_remainder:
+            return len(self.x) // self.batch_size
         return steps_per_epoch(len(self.x), self.batch_size)
 
     def __getitem__(self, step):
@@ -129,7 +132,8 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, rules):
                                 rules.stop)
         return rules.reason
     rules.batches = EpochBatches(data.x_train, data.y_train, settings.batch_size,
-                                 settings.seed, first_epoch)
+                                 settings.seed, first_epoch,
+                                 getattr(settings, "drop_remainder", False))
     callbacks = [*callbacks, rules]
     try:
         model.fit(
