@@ -24,7 +24,7 @@ class UsageError(Exception):
     """A bad flag value or unusable path; the message is one line for the user."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but an error is a single line (no usage block) and exit 2."""
 
     def error(self, message):
@@ -33,7 +33,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     """The shared parser: data, model, batch norm, optimization, distribution, logging groups."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=f"python -m train.{experiment}",
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -48,7 +48,7 @@ def differences(run_a, run_b):
 
 
 def main(argv=None):
-    parser = cli._OneLineParser(prog="python -m train.diff_runs", description=__doc__,
+    parser = cli.OneLineParser(prog="python -m train.diff_runs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_a")
     parser.add_argument("run_b")

@@ -23,7 +23,7 @@ import numpy as np
 
 from train import algorithm1
 from train import cli
-from train.cli import UsageError, _OneLineParser
+from train.cli import UsageError, OneLineParser
 
 # The lecture's table shows cgpa 8.9, 6.2, 9.1, 7.7, iq 100, 89, 76 and a placed
 # column that the OCR lost; the fourth iq and the placed labels are illustrative.
@@ -38,7 +38,7 @@ TOLERANCE = 1e-5
 
 
 def make_parser():
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m train.explain",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

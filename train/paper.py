@@ -67,7 +67,7 @@ class Job:
 
 
 def make_parser():
-    parser = cli._OneLineParser(
+    parser = cli.OneLineParser(
         prog="python -m train.paper",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

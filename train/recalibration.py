@@ -23,7 +23,7 @@ from train.datasets import load_dataset
 
 
 def parse_args(argv):
-    parser = cli._OneLineParser(prog="python -m train.recalibration", description=__doc__,
+    parser = cli.OneLineParser(prog="python -m train.recalibration", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="50,150,500", help="step counts (default: %(default)s)")
     parser.add_argument("--bn-momentums", default="0.99,0.9",
