@@ -24,7 +24,7 @@ import keras
 
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
-from train import distributed, files, inference_gap, signals, trainer
+from train import backend, distributed, files, inference_gap, signals, trainer
 from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
 from train.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
@@ -153,7 +153,7 @@ def build_compiled(settings, data, variant):
 def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
             monitor_layers="last"):
     """The state of a run starting from scratch; on the chief, writes args.json and hparams."""
-    keras.utils.set_random_seed(settings.seed)
+    backend.set_random_seed(settings.seed)
     with distribution.scope():
         model = build_compiled(settings, data, variant)
     saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
