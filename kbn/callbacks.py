@@ -8,14 +8,15 @@ model.fit(x, y, callbacks=[monitor, stats])
 #                              Histograms "activation_input/<layer>",
 #                              Scalars "batch_stats/<layer>/mean_shift|variance_ratio|skipped"
 
-Both write their event files with `tf.summary`, so they need TensorFlow installed
-whatever the Keras backend (kbn's `train` extra: `pip install '.[train]'`).
+Both write their event files with the `tensorboard` package, without TensorFlow,
+so they work on every Keras backend (`pip install tensorboard`, or kbn's `train`
+extra: `pip install '.[train]'`).
 """
-
-import importlib.util
 
 import keras
 import numpy as np
+
+from kbn._event_writer import EventWriter, require_tensorboard
 
 
 class ActivationInputMonitor(keras.callbacks.Callback):
@@ -69,7 +70,7 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         tag="activation_input",
     ):
         super().__init__()
-        _require_tensorflow(type(self).__name__)
+        require_tensorboard(type(self).__name__)
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps!r}")
         self.probe_x = np.asarray(probe_x)
@@ -86,15 +87,13 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         self._writer = None
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
         self._layers = self._chosen_layers()
         # A probe model whose outputs are the inputs of the chosen layers.
         inputs = self.model.inputs
         self._probe = keras.Model(
             inputs[0] if len(inputs) == 1 else inputs, [layer.input for layer in self._layers]
         )
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._writer = EventWriter(self.log_dir)
         self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self._log()
 
@@ -131,31 +130,18 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         return values
 
     def _log(self):
-        import tensorflow as tf
-
-        with self._writer.as_default(step=self._step):
-            for layer, values in zip(self._layers, self._pre_activations()):
-                values = np.asarray(keras.ops.convert_to_numpy(values), "float64")
-                if self.unit is not None:
-                    values = values[..., self.unit]
-                values = values.reshape(-1)
-                record = {"step": self._step, "layer": layer.name}
-                for q, value in zip(self.percentiles, np.percentile(values, self.percentiles)):
-                    record[f"p{q}"] = float(value)
-                    tf.summary.scalar(f"{self.tag}/{layer.name}/p{q}", value)
-                tf.summary.histogram(f"{self.tag}/{layer.name}", values)
-                self.history.append(record)
+        for layer, values in zip(self._layers, self._pre_activations()):
+            values = np.asarray(keras.ops.convert_to_numpy(values), "float64")
+            if self.unit is not None:
+                values = values[..., self.unit]
+            values = values.reshape(-1)
+            record = {"step": self._step, "layer": layer.name}
+            for q, value in zip(self.percentiles, np.percentile(values, self.percentiles)):
+                record[f"p{q}"] = float(value)
+                self._writer.scalar(f"{self.tag}/{layer.name}/p{q}", value, self._step)
+            self._writer.histogram(f"{self.tag}/{layer.name}", values, self._step)
+            self.history.append(record)
         self._writer.flush()
-
-
-def _require_tensorflow(callback):
-    """Raises ImportError where TensorFlow is missing: at construction, not in `fit`."""
-    if importlib.util.find_spec("tensorflow") is None:
-        raise ImportError(
-            f"{callback} writes TensorBoard event files with tf.summary, which needs "
-            "TensorFlow (on every Keras backend): install kbn[train] (pip install '.[train]' "
-            "in kbn's checkout) or tensorflow."
-        )
 
 
 def _has_nonlinearity(layer):
@@ -229,7 +215,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
     def __init__(self, log_dir, every_n_steps=20, layer_names=None, tag="batch_stats",
                  verbose=True):
         super().__init__()
-        _require_tensorflow(type(self).__name__)
+        require_tensorboard(type(self).__name__)
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) \
                 or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be an integer >= 1. "
@@ -251,8 +237,6 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         self._shared = set()
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
         from kbn import _bn_layers, _cloning
 
         layers = _bn_layers.batch_norm_layers(self.model)
@@ -266,7 +250,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         self._layers = layers
         calls = _cloning.calls_per_pass(self.model)
         self._shared = {layer.name for layer in layers if calls.get(id(layer), 1) > 1}
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._writer = EventWriter(self.log_dir)
         self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self._skips = {layer.name: _skip_count(layer) for layer in layers}
 
@@ -280,18 +264,15 @@ class BatchStatsMonitor(keras.callbacks.Callback):
                             if _readable_update(layer) and layer.name not in self._shared}
 
     def on_train_batch_end(self, batch, logs=None):
-        import tensorflow as tf
-
         self._sync()
         self._step += 1
         skips = {layer.name: _skip_count(layer) for layer in self._layers}
         self._check_trouble(skips)
         if self._before is not None:
-            with self._writer.as_default(step=self._step):
-                for layer in self._layers:
-                    record = self._log_layer(layer, skips, tf)
-                    if record:
-                        self.history.append(record)
+            for layer in self._layers:
+                record = self._log_layer(layer, skips)
+                if record:
+                    self.history.append(record)
             self._writer.flush()
             self._before = None
         self._skips = skips
@@ -305,7 +286,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
         """On JAX, fit keeps the state apart until a callback reads `model`; this syncs it."""
         return self.model
 
-    def _log_layer(self, layer, skips, tf):
+    def _log_layer(self, layer, skips):
         from kbn import _drift
 
         record = {"step": self._step, "layer": layer.name}
@@ -332,7 +313,7 @@ class BatchStatsMonitor(keras.callbacks.Callback):
             record["skipped"] = skips[layer.name]
         for key in ("mean_shift", "variance_ratio", "skipped"):
             if key in record:
-                tf.summary.scalar(f"{self.tag}/{layer.name}/{key}", record[key])
+                self._writer.scalar(f"{self.tag}/{layer.name}/{key}", record[key], self._step)
         return record if len(record) > 2 else None
 
     def _check_trouble(self, skips):

@@ -16,7 +16,18 @@ def tags_by_plugin(folder):
 
 
 def scalar_values(folder, tag):
-    """[(step, value)] of a scalar tag written with tf.summary.scalar."""
+    """[(step, value)] of a scalar tag (as tf.summary.scalar or kbn's EventWriter write it)."""
     events = EventAccumulator(folder, size_guidance={"tensors": 0})
     events.Reload()
     return [(event.step, float(make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+
+
+def steps_by_tag(folder):
+    """{plugin name: {tag: [steps]}} of the event files directly in `folder`."""
+    events = EventAccumulator(folder, size_guidance={"tensors": 0})
+    events.Reload()
+    found = {}
+    for tag in events.Tags()["tensors"]:
+        plugin = events.SummaryMetadata(tag).plugin_data.plugin_name
+        found.setdefault(plugin, {})[tag] = [event.step for event in events.Tensors(tag)]
+    return found

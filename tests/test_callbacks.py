@@ -11,6 +11,8 @@ import kbn
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from tensorboard_events import scalar_values, tags_by_plugin
 
+pytestmark = pytest.mark.all_backends
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 5)).astype("float32")
 Y = RNG.integers(0, 3, 64)
@@ -122,15 +124,16 @@ def test_bad_arguments():
         monitor.on_train_begin()
 
 
-def test_without_tensorflow_construction_says_what_to_install(monkeypatch):
-    """Guards the clear message (tests/test_lean_install.py sees it without TensorFlow)."""
+def test_without_tensorboard_construction_says_what_to_install(monkeypatch):
+    """Guards the clear message, at construction rather than in `fit` (tests/test_lean_install.py
+    sees it in an environment without the package)."""
     find_spec = importlib.util.find_spec
 
-    def without_tensorflow(name, *args):
-        return None if name == "tensorflow" else find_spec(name, *args)
+    def without_tensorboard(name, *args):
+        return None if name == "tensorboard" else find_spec(name, *args)
 
-    monkeypatch.setattr(importlib.util, "find_spec", without_tensorflow)
+    monkeypatch.setattr(importlib.util, "find_spec", without_tensorboard)
     for construct in (lambda: ActivationInputMonitor(X, "unused"),
                       lambda: BatchStatsMonitor("unused")):
-        with pytest.raises(ImportError, match=r"needs TensorFlow .*install kbn\[train\]"):
+        with pytest.raises(ImportError, match=r"tensorboard package.*pip install tensorboard"):
             construct()

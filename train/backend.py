@@ -2,15 +2,18 @@
 
     from train import backend
     backend.activate(args.backend)     # before anything imports Keras; ValueError: one line
+    backend.set_random_seed(seed)      # Keras's, quiet where it imports TensorFlow
 
 Keras reads `KERAS_BACKEND` once, when it is first imported, so a command
 picks its backend before it imports the modules that train (they import
 Keras); the flag's default is `KERAS_BACKEND`, else tensorflow. A resumed run
-continues on the backend it was made on (args.json). TensorFlow is imported
-on every backend: the pipeline writes TensorBoard event files with
-`tf.summary` (kbn[train] installs it).
+continues on the backend it was made on (args.json). Only the tensorflow
+backend imports TensorFlow here (quietly): the pipeline writes its TensorBoard
+events without it (kbn/_event_writer.py), and on PyTorch importing it before
+Keras is fatal (measured: a segfault in triton when Keras then imports torch._dynamo).
 """
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -52,20 +55,41 @@ def activate(name):
 
 
 def import_tensorflow_quietly():
-    """Imports TensorFlow with its start-up noise kept out of the terminal.
+    """Imports TensorFlow with its start-up noise kept out of the terminal."""
+    with _tensorflow_start_up_muted():
+        import tensorflow  # noqa: F401
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)`, with TensorFlow's start-up noise kept out.
+
+    Keras seeds TensorFlow too wherever it is installed (for tf.data), so on
+    JAX and PyTorch this is where TensorFlow gets imported: by Keras, after
+    Keras's own backend (an order that works on PyTorch).
+    """
+    import keras
+
+    with _tensorflow_start_up_muted():
+        keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def _tensorflow_start_up_muted():
+    """Where TensorFlow is installed and not yet imported, mutes what its import prints.
 
     TF_CPP_MIN_LOG_LEVEL silences most of it; TensorFlow 2.21 still prints a few
     C++ lines (oneDNN, CUDA drivers) while its libraries load, so stderr points
-    to /dev/null for the import only. Python errors are raised after it is restored.
+    to /dev/null meanwhile. Python errors are raised after it is restored.
     """
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved_stderr = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)

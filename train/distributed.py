@@ -346,6 +346,16 @@ def parse_tf_config(text):
     return Task(index=place, workers=len(addresses), address=addresses[place])
 
 
+def is_failed_collective(error):
+    """Whether `error` is TensorFlow's failure of an op (a collective among them).
+
+    Only TensorFlow raises its `OpError`, so where it was never imported the
+    answer is no, without importing it.
+    """
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(error, tf.errors.OpError)
+
+
 def leave(distribution, status):
     """Returns `status`; a multi-worker process instead exits with it right away.
 

@@ -100,13 +100,14 @@ def _save(figure, path):
 
 def log_image_to_runs(path, run_dirs, tag="comparison_plot"):
     """Adds the PNG at `path` as an image to every run's `train/` events."""
-    import tensorflow as tf
+    # Imported here: kbn imports Keras, which waits for --backend (train/backend.py).
+    from kbn._event_writer import EventWriter
 
     with open(path, "rb") as f:
-        image = tf.image.decode_png(f.read(), channels=4)[None]
+        png = f.read()
     for run_dir in run_dirs:
-        with tf.summary.create_file_writer(os.path.join(run_dir, "train")).as_default():
-            tf.summary.image(tag, image, step=0)
+        with EventWriter(os.path.join(run_dir, "train")) as writer:
+            writer.image(tag, png, step=0)
 
 
 def _plot_percentiles(axis, history, color):

@@ -1,7 +1,11 @@
-"""What a run records as it trains: the callbacks that write metrics, checkpoint and summary.
+"""What a run records as it trains: the callbacks that write metrics, events, checkpoints, summary.
 
     recorder = RunRecorder(state)      # rows, summary; on the chief, the run folder's files
+    EpochEvents(run_dir)               # epoch metrics and weight histograms in TensorBoard
     BatchScalars(log_dir, every=10)    # batch loss and accuracy in TensorBoard
+
+The TensorBoard events are written by kbn's own writer (kbn/_event_writer.py),
+without TensorFlow, so they are the same on every Keras backend.
 
 The recorder writes, after each epoch and in this order, metrics.csv,
 checkpoint.keras, checkpoint.json and summary.json (see train/run_folder.py
@@ -14,8 +18,8 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kbn._event_writer import EventWriter
 from train import files
 from train.run_folder import CHECKPOINT
 
@@ -28,6 +32,68 @@ METRIC_COLUMNS = (
     "learning_rate",
     "seconds",
 )
+
+
+class EpochEvents(keras.callbacks.Callback):
+    """Writes what `keras.callbacks.TensorBoard(run_dir, histogram_freq=1)` writes, on any backend.
+
+    Keras's callback writes with tf.summary, so it needs TensorFlow in the
+    process whatever the backend (kbn/_event_writer.py says why the pipeline
+    avoids that); this one writes the same tags at the same steps:
+
+        <run_dir>/train/       keras                          the model's JSON (Graphs), step 0
+                               epoch_<metric>, epoch_learning_rate        step: the epoch index
+                               <weight path>/histogram, every weight      step: the epoch index
+        <run_dir>/validation/  epoch_<metric>                             step: the epoch index
+                               evaluation_<metric>_vs_iterations  step: the optimizer's steps
+
+    The epoch index counts from 0 and goes on after a resume (`initial_epoch`).
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+        self._writers = {}
+
+    def on_train_begin(self, logs=None):
+        # Keras writes the model's config for Functional and Sequential models only.
+        if type(self.model).__name__ in ("Functional", "Sequential"):
+            self._writer("train").keras_model(self.model.to_json())
+
+    def on_test_end(self, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        for name, value in (logs or {}).items():
+            self._writer("validation").scalar(f"evaluation_{name}_vs_iterations", value, step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train = self._writer("train")
+        for name, value in logs.items():
+            if not name.startswith("val_"):
+                train.scalar(f"epoch_{name}", value, epoch)
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        train.scalar("epoch_learning_rate", keras.ops.convert_to_numpy(optimizer.learning_rate),
+                     epoch)
+        for name, value in logs.items():
+            if name.startswith("val_"):
+                self._writer("validation").scalar(f"epoch_{name[len('val_'):]}", value, epoch)
+        for layer in self.model.layers:
+            for weight in layer.weights:
+                train.histogram(f"{weight.path.replace(':', '_')}/histogram",
+                                keras.ops.convert_to_numpy(weight), epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    def _writer(self, folder):
+        """The writer of `<run_dir>/<folder>`, made when first needed (as Keras does)."""
+        if folder not in self._writers:
+            self._writers[folder] = EventWriter(os.path.join(self.run_dir, folder))
+        return self._writers[folder]
 
 
 class BatchScalars(keras.callbacks.Callback):
@@ -45,14 +111,13 @@ class BatchScalars(keras.callbacks.Callback):
         self._writer = None
 
     def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._writer = EventWriter(self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if step % self.every == 0:
-            with self._writer.as_default(step=step):
-                for name, value in (logs or {}).items():
-                    tf.summary.scalar(f"batch_{name}", float(value))
+            for name, value in (logs or {}).items():
+                self._writer.scalar(f"batch_{name}", float(value), step)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -21,14 +21,13 @@ import re
 from typing import Optional
 
 import keras
-import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
+from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
-from train import distributed, files, inference_gap, signals, trainer
+from train import backend, distributed, files, inference_gap, signals, trainer
 from train.datasets import Dataset
 from train.models import build_model, hidden_activation_names
-from train.recording import METRIC_COLUMNS, BatchScalars, RunRecorder, summarize
+from train.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
 from train.run_folder import (
     CHECKPOINT,
     NOT_SETTINGS,
@@ -156,7 +155,7 @@ def build_compiled(settings, data, variant):
 def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
             monitor_layers="last"):
     """The state of a run starting from scratch; on the chief, writes args.json and hparams."""
-    keras.utils.set_random_seed(settings.seed)
+    backend.set_random_seed(settings.seed)
     with distribution.scope():
         model = build_compiled(settings, data, variant)
     saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
@@ -229,8 +228,8 @@ def run(state):
             try:
                 stopped = trainer.fit(state.model, state.data, state.settings,
                                       state.distribution, callbacks, state.epochs_done, rules)
-            except tf.errors.OpError as error:
-                if state.distribution.workers == 1:
+            except Exception as error:
+                if state.distribution.workers == 1 or not distributed.is_failed_collective(error):
                     raise
                 # A collective failed: another worker died or stopped answering
                 # (TensorFlow's health check aborts the all-reduce).
@@ -270,7 +269,7 @@ def chief_callbacks(state):
     """The callbacks that write the run folder's events; they run on the chief only."""
     run_dir = state.run_dir
     callbacks = [
-        keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+        EpochEvents(run_dir),
         BatchScalars(os.path.join(run_dir, "train"), state.settings.batch_log_every),
     ]
     if state.monitor_layers:
@@ -312,8 +311,8 @@ def _write_hparams(run_dir, settings, variant):
         key: v if isinstance(v, (bool, int, float, str)) else str(v) for key, v in values.items()
     }
     values["variant"] = variant
-    with tf.summary.create_file_writer(run_dir).as_default():
-        hparams_api.hparams(values, trial_id=os.path.basename(run_dir))
+    with EventWriter(run_dir) as writer:
+        writer.hparams(values, trial_id=os.path.basename(run_dir))
 
 
 def _first_line(error):
