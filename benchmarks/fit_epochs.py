@@ -24,7 +24,7 @@ BATCH_SIZE = 60
 
 def digits():
     """The train/ pipeline's digits training split (80 %): 8×8×1 images in [0, 1], labels."""
-    from train.datasets import load_dataset
+    from train.data.datasets import load_dataset
 
     data = load_dataset("digits", seed=1)
     return data.x_train, data.y_train
@@ -47,7 +47,7 @@ class EpochTimer(keras.callbacks.Callback):
 def compiled_model(model_name, layer_name):
     """The train/ model `MODELS[model_name]` with the BN layer `layer_name`
     (a key of `BN_NAMES`), compiled with SGD(0.1) for digits' 10 classes."""
-    from train.models import build_model
+    from train.data.models import build_model
 
     images, _ = digits()
     model = build_model(MODELS[model_name], input_shape=images.shape[1:], num_classes=10,

@@ -16,7 +16,7 @@ resolution on this machine.
   `kbn.fold_batchnorm` of it ("folded") and a copy
   whose batch-norm layers are simply taken out ("BN removed":
   wrong outputs, but the fastest a perfect fold could be). The digits CNN
-  is `train.models.build_model("cnn")` with kbn's layer on the 360
+  is `train.data.models.build_model("cnn")` with kbn's layer on the 360
   validation-sized batch of 8×8 digits; ResNet-50 is
   `keras.applications.ResNet50(weights=None)` (53 BN layers, each right after
   a convolution) at 128×128, batch 16. The folded model's largest
@@ -93,7 +93,7 @@ def ratio_cells(medians, times, name, reference):
 
 
 def digits_cnn():
-    from train.models import build_model
+    from train.data.models import build_model
 
     return build_model("cnn", input_shape=(8, 8, 1), num_classes=10, bn="kbn", seed=1)
 

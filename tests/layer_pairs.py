@@ -7,7 +7,7 @@ gradient and weight element by element.
 import keras
 
 import kbn
-from train.autodiff import call_with_gradients
+from train.lesson.autodiff import call_with_gradients
 
 
 def random_weights(layer, rng):

@@ -8,9 +8,10 @@ import pytest
 
 from tensorboard_events import tags_by_plugin
 from tiny_runs import run_dirs, tiny_compare
-from train import compare, report
-from train.variants import COMPARED as VARIANTS
-from train.runs import RunResult
+from train import compare
+from train.reports import report
+from train.data.variants import COMPARED as VARIANTS
+from train.run.runs import RunResult
 
 
 @pytest.fixture(scope="module")

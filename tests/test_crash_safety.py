@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from train import files, run_folder
+from train.run import files, run_folder
 from train import train as train_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""train.datasets: bundled, synthetic, Keras-cache and user-file data; splits and normalization."""
+"""train/data/datasets.py: bundled, synthetic, Keras-cache and user-file data; splits."""
 
 import gzip
 import os
@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from train import datasets
-from train.datasets import DatasetError, load_dataset
+from train.data import datasets
+from train.data.datasets import DatasetError, load_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A proxy on a closed local port makes every download fail at once, online or not.

@@ -162,7 +162,7 @@ def test_a_killed_worker_stops_everything(killed_worker):
     assert f"worker 1 (pid {pids[1]}) was killed by SIGKILL" in err
     assert f"continue with python -m train.train --resume {run_dir}" in err
     # The chief is stuck in an all-reduce with a dead peer: SIGTERM, then SIGKILL
-    # after 5 s (train/workers.py); 30 s leaves room for a loaded machine.
+    # after 5 s (train/distribution/workers.py); 30 s leaves room for a loaded machine.
     assert seconds < 30
     assert not any(_alive(pid) for pid in pids)  # no orphans
 

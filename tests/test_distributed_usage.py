@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from train import distributed
+from train.distribution import distributed
 from train import train as train_command
 
 BAD_FLAGS = [

@@ -1,4 +1,4 @@
-"""train.recording.EpochEvents writes what `keras.callbacks.TensorBoard(histogram_freq=1)`
+"""train.run.recording.EpochEvents writes what `keras.callbacks.TensorBoard(histogram_freq=1)`
 writes: the same tags in the same folders, at the same steps, with the same values.
 
 TensorFlow only: Keras's callback, the reference, writes with tf.summary.
@@ -12,7 +12,7 @@ from tensorboard.util.tensor_util import make_ndarray
 
 import kbn
 from tensorboard_events import steps_by_tag
-from train.recording import EpochEvents
+from train.run.recording import EpochEvents
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 5)).astype("float32")

@@ -1,7 +1,7 @@
 """python -m train.explain: its printed numbers against an independent float64 NumPy computation.
 
 The reference below is written from the paper's Algorithm 1 and the chain rule,
-without train.algorithm1. Printed numbers have 4 decimals, so they are held to
+without train.lesson.algorithm1. Printed numbers have 4 decimals, so they are held to
 half a unit of the last digit (5e-5, plus float64 noise).
 """
 

@@ -11,7 +11,9 @@ import pytest
 
 import kbn
 from tensorboard_events import tags_by_plugin
-from train import compare, disagreement, inference_gap
+from train import compare
+from train.reports import disagreement
+from train.run import inference_gap
 from train import train as train_command
 
 # One epoch (24 steps) at momentum 0.99: the moving averages still lag far behind.
@@ -114,8 +116,8 @@ def test_batch_statistics_accuracy_restores_every_variable():
 
 
 def test_tables_show_the_recalibrated_accuracy():
-    from train import report
-    from train.runs import RunResult
+    from train.reports import report
+    from train.run.runs import RunResult
 
     summary = {"variant": "kbn", "epochs_to_target": None, "best_val_accuracy": 0.3,
                "final_val_accuracy": 0.3, "final_val_loss": 2.2, "seconds_per_epoch": 0.1,

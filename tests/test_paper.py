@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from train import paper, paper_report
-from train.experiments import EXPERIMENTS, Experiment, Metric, Row
+from train import paper
+from train.claims import paper_report
+from train.claims.experiments import EXPERIMENTS, Experiment, Metric, Row
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -81,8 +81,8 @@ def test_algorithm_2_against_a_float64_reference(unbiased):
 def test_recovers_inference_accuracy_after_a_short_training():
     """One epoch on the digits (24 steps, momentum 0.99): the moving averages still
     describe the untrained network; recalibrated, inference accuracy is that of training."""
-    from train.datasets import load_dataset
-    from train.models import build_model
+    from train.data.datasets import load_dataset
+    from train.data.models import build_model
 
     data = load_dataset("digits", seed=1, input_norm="unit")
     keras.utils.set_random_seed(1)

@@ -3,7 +3,7 @@ measured on the side (training goes on from the moving averages it kept)."""
 
 
 from train import recalibration
-from train.datasets import load_dataset
+from train.data.datasets import load_dataset
 
 
 def test_table(capsys):

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from tiny_runs import run_dirs, tiny_compare
-from train.variants import COMPARED as VARIANTS
+from train.data.variants import COMPARED as VARIANTS
 
 TENSORBOARD = os.path.join(os.path.dirname(sys.executable), "tensorboard")
 STARTUP_SECONDS = 90

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tensorboard_events import scalar_values, tags_by_plugin
-from train import run_folder
+from train.run import run_folder
 from train import compare as compare_command
 from train import lr_sweep as lr_sweep_command
 from train import train as train_command
@@ -261,7 +261,7 @@ def test_ctrl_c_outside_a_run_is_one_line_and_exit_130(tmp_path, module):
     line on stderr and status 130, not a traceback."""
     code = (
         "import runpy, sys\n"
-        "from train import runs\n"
+        "from train.run import runs\n"
         "def interrupted(*args, **kwargs):\n"
         "    raise KeyboardInterrupt\n"
         "runs.train_variant = interrupted\n"

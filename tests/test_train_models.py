@@ -1,11 +1,11 @@
-"""train.models: the builders, BN placement, and same seed ⇒ same initial weights."""
+"""train.data.models: the builders, BN placement, and same seed ⇒ same initial weights."""
 
 import keras
 import numpy as np
 import pytest
 
 import kbn
-from train.models import build_model, hidden_activation_names
+from train.data.models import build_model, hidden_activation_names
 
 SHAPES = {"mlp": (8, 8, 1), "cnn": (8, 8, 1)}
 

@@ -1,4 +1,4 @@
-"""train/trainer.py: every run is Keras's `model.fit` on the run's batches, with its stop rules.
+"""train/run/trainer.py: every run is Keras's `model.fit` on the run's batches, with its stop rules.
 
 Backend-neutral: a tiny softmax model on random data, trained by `trainer.fit`
 on this process's backend.
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from train import signals, trainer
+from train.run import signals, trainer
 
 pytestmark = pytest.mark.all_backends
 

@@ -9,7 +9,7 @@ import json
 import os
 
 from train import compare
-from train.variants import COMPARED as VARIANTS
+from train.data.variants import COMPARED as VARIANTS
 
 TINY_COMPARE = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "6", "--batch-log-every", "6"]
 

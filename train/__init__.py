@@ -8,5 +8,5 @@ python -m train.explain            # Algorithm 1 on the lecture's placement batc
 python -m train.recalibration      # kbn.recalibrate (Algorithm 2) after training, measured
 python -m train.diff_runs A B      # how far two runs are apart (e.g. 1 process vs 2 workers)
 
-Every training command takes `--backend tensorflow|jax|torch` (train/backend.py).
+Every training command takes `--backend tensorflow|jax|torch` (train/options/backend.py).
 """

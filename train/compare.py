@@ -15,9 +15,12 @@ curves agree within 1e-3, and writes a PNG next to the run folders in
 import os
 import sys
 
-from train import cli, disagreement, distributed, plots, report, run_folder, workers
-from train.datasets import DatasetError
-from train.variants import COMPARED as VARIANTS
+from train.options import cli
+from train.reports import disagreement, plots, report
+from train.distribution import distributed, workers
+from train.run import run_folder
+from train.data.datasets import DatasetError
+from train.data.variants import COMPARED as VARIANTS
 from train.train import load_data
 
 
@@ -31,7 +34,7 @@ def main(argv=None):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.compare", args, argv, parser.prog)
-    from train import runs  # imports Keras: after the backend is chosen
+    from train.run import runs# imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, args)
 

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from train import cli
+from train.options import cli
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

@@ -21,9 +21,9 @@ import sys
 
 import numpy as np
 
-from train import algorithm1
-from train import cli
-from train.cli import UsageError, OneLineParser
+from train.lesson import algorithm1
+from train.options import cli
+from train.options.cli import UsageError, OneLineParser
 
 # The lecture's table shows cgpa 8.9, 6.2, 9.1, 7.7, iq 100, 89, 76 and a placed
 # column that the OCR lost; the fourth iq and the placed labels are illustrative.
@@ -304,13 +304,13 @@ def print_why_inference_differs(args):
 def layer_results(layer_class, step, args):
     """The same step through a real BN layer (float32): the numbers `BatchNormStep` predicts.
 
-    The gradients are the backend's own autodiff (train/autodiff.py) of
+    The gradients are the backend's own autodiff (train/lesson/autodiff.py) of
     L = Σ (output − target)² / 2m, through BN and, placed before it, the activation.
     """
     import keras
 
     from kbn._variables import restored_variables
-    from train.autodiff import call_with_gradients
+    from train.lesson.autodiff import call_with_gradients
 
     layer = layer_class(momentum=args.momentum, epsilon=args.epsilon)
     after = [keras.layers.Activation(args.activation)] if step.placement == "before" else []

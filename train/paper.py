@@ -4,10 +4,10 @@
     python -m train.paper --quick         # 1 seed, fewer epochs (≤ 3 min): a smoke run
     python -m train.paper --only E1,E4 --seeds 1,2
 
-The experiments (train/experiments.py) are data: rows of `train.compare`
+The experiments (train/claims/experiments.py) are data: rows of `train.compare`
 flags, the number read from each run, and the comparisons that make the
 claim. Every run is an ordinary run folder under
-logs/paper/<YYYYmmdd-HHMMSS>/<experiment>/ (see train/runs.py), so
+logs/paper/<YYYYmmdd-HHMMSS>/<experiment>/ (see train/run/runs.py), so
 `tensorboard --logdir logs/paper` shows them all. The report,
 logs/paper/<YYYYmmdd-HHMMSS>/report.md, gives per experiment the claim, what
 was measured here (every seed, mean and range), a verdict and a PNG. The
@@ -22,9 +22,11 @@ import os
 import sys
 import time
 
-from train import cli, paper_report, run_folder
-from train.datasets import DatasetError
-from train.experiments import EXPERIMENTS
+from train.options import cli
+from train.claims import paper_report
+from train.run import run_folder
+from train.data.datasets import DatasetError
+from train.claims.experiments import EXPERIMENTS
 from train.train import load_data
 
 FULL_SEEDS = "1,2,3"
@@ -152,7 +154,7 @@ def plan(experiments, seeds, quick):
 
 def run_jobs(jobs, report_dir, log, backend):
     """Trains every job; one progress line each. Returns False if interrupted (Ctrl-C)."""
-    from train import runs  # imports Keras: after the backend is chosen
+    from train.run import runs# imports Keras: after the backend is chosen
 
     parser = cli.make_parser("", experiment="paper", bn_flag=False)
     datasets = {}

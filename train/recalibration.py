@@ -18,8 +18,8 @@ import statistics
 import sys
 import time
 
-from train import cli
-from train.datasets import load_dataset
+from train.options import cli
+from train.data.datasets import load_dataset
 
 
 def parse_args(argv):
@@ -65,7 +65,7 @@ def _check(condition, message):
 
 def batches(x, y, batch_size, seed):
     """Endless batches, each epoch in the pipeline's `epoch_order(seed, epoch)`."""
-    from train.trainer import epoch_order
+    from train.run.trainer import epoch_order
 
     epoch = 0
     while True:
@@ -82,7 +82,7 @@ def one_run(data, args, momentum, seed):
     import keras
 
     import kbn
-    from train.models import build_model
+    from train.data.models import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model("mlp", input_shape=data.input_shape, num_classes=data.num_classes,
@@ -123,7 +123,7 @@ def main(argv=None):
             rows.append((f"{momentum:g}", str(steps), cell(moving), cell(recalibrated)))
             print(f"momentum {momentum:g}, {steps} steps: {cell(moving)} -> {cell(recalibrated)}",
                   flush=True)
-    from train.report import format_table
+    from train.reports.report import format_table
 
     print()
     print(f"digits: mlp 100,100,100 sigmoid, BN ({args.bn}) before, sgd lr {args.lr:g}, batch"

@@ -10,7 +10,7 @@
     python -m train.train --backend jax                          # or KERAS_BACKEND=jax
 
 The run folder (printed at the start) holds TensorBoard events, args.json,
-metrics.csv, summary.json and a checkpoint; see train/runs.py. Ctrl-C or
+metrics.csv, summary.json and a checkpoint; see train/run/runs.py. Ctrl-C or
 SIGTERM stops after the current step; --resume continues from the last
 finished epoch. Exit status: 0 finished, 1 NaN loss, 2 bad usage, 130 after
 Ctrl-C, 143 after SIGTERM.
@@ -19,8 +19,10 @@ Ctrl-C, 143 after SIGTERM.
 import os
 import sys
 
-from train import cli, distributed, run_folder, workers
-from train.datasets import DatasetError, load_dataset
+from train.options import cli
+from train.distribution import distributed, workers
+from train.run import run_folder
+from train.data.datasets import DatasetError, load_dataset
 
 
 def load_data(args):
@@ -69,7 +71,7 @@ def main(argv=None, extra_callbacks=()):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(settings):
         return workers.launch("train.train", settings, argv, parser.prog, resume=args.resume)
-    from train import runs  # imports Keras: after the backend is chosen
+    from train.run import runs# imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, settings)
     say = print if distribution.is_chief else _silent

@@ -2,7 +2,7 @@
 
     stopped = loop.fit(model, data, settings, distribution, callbacks, first_epoch, stop)
 
-Why not `model.fit`, which trains every other run (train/trainer.py): under
+Why not `model.fit`, which trains every other run (train/run/trainer.py): under
 MultiWorkerMirroredStrategy, Keras 3.15's `fit` fails before its first step,
 with Keras's own BatchNormalization too: its `_maybe_symbolic_build` calls
 `strategy.reduce` on the data batch (keras issue 20585, tensorflow issue
@@ -13,7 +13,7 @@ with Keras's own BatchNormalization too: its `_maybe_symbolic_build` calls
   global batch; the last step takes the remainder). A resumed run and every
   variant of a comparison see the same batches.
 - each step's global batch is cut into replica slices and every replica
-  minimizes its share Σℓ/B of the global mean loss (train/distributed.py),
+  minimizes its share Σℓ/B of the global mean loss (train/distribution/distributed.py),
   so a synchronized run is the single-process run up to summation order.
 - the logs' `loss` and `accuracy` are means over the samples seen so far in
   the epoch (what `fit` reports); `val_loss` and `val_accuracy` are means
@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from train.trainer import epoch_order, steps_per_epoch
+from train.run.trainer import epoch_order, steps_per_epoch
 
 
 def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
@@ -51,12 +51,12 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
     Args:
         model: A compiled Keras model (its optimizer is used), built in
             `distribution.scope()`.
-        data: A `train.datasets.Dataset`.
+        data: A `train.data.datasets.Dataset`.
         settings: The run's settings: `batch_size`, `epochs`, `seed`.
-        distribution: A started `train.distributed.Distribution`.
+        distribution: A started `train.distribution.distributed.Distribution`.
         callbacks: Keras callbacks (this worker's: the chief's write files).
         first_epoch: Epochs already done.
-        stop: A `train.signals.StopRequest`.
+        stop: A `train.run.signals.StopRequest`.
 
     Returns:
         None (finished, or stopped by a callback), "nan" or "interrupted".

@@ -1,6 +1,6 @@
 """A run folder on disk: its name, its settings, its checkpoint, its state.
 
-    from train import run_folder
+    from train.run import run_folder
     run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     settings = run_folder.read_settings(run_dir)         # args.json, as the run saw it
     epochs_done = run_folder.check_resumable(run_dir)    # RunFolderError: one line
@@ -14,9 +14,9 @@ A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
     checkpoint.keras      model + optimizer state after the last finished epoch
     checkpoint.json       which epoch that is, and the sha256 of checkpoint.keras
 
-Every file but the event files is replaced atomically (train/files.py), in the
+Every file but the event files is replaced atomically (train/run/files.py), in the
 order metrics.csv, checkpoint.keras, checkpoint.json, summary.json
-(train/recording.py): checkpoint.json names an epoch only once the model file
+(train/run/recording.py): checkpoint.json names an epoch only once the model file
 it describes is complete, and metrics.csv always has that epoch's row. A run
 killed at any moment therefore resumes from its last finished epoch.
 """
@@ -28,7 +28,7 @@ import os
 import time
 import zipfile
 
-from train import files
+from train.run import files
 
 # Settings of runs saved before a setting existed: what those runs did.
 SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,

@@ -1,6 +1,6 @@
 """The command-line flags shared by train, compare and lr_sweep, and their checks.
 
-    from train import cli
+    from train.options import cli
     parser = cli.make_parser(__doc__, bn_flag=True, experiment="train")
     args = cli.parse(parser, argv)        # bad values: one line on stderr, exit 2
 
@@ -13,9 +13,10 @@ import os
 import sys
 import tempfile
 
-from train import distributed
-from train.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train import backend, variants
+from train.distribution import distributed
+from train.data.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
+from train.options import backend
+from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -176,7 +177,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         help="multi-worker without TF_CONFIG: start N worker processes on 127.0.0.1",
     )
     add_backend_flag(parser)
-    # Set by train/workers.py for the processes it starts: the run folders' time stamp.
+    # Set by train/distribution/workers.py for the processes it starts: the run folders' time stamp.
     parser.add_argument("--stamp", help=argparse.SUPPRESS)
 
     logging = parser.add_argument_group("logging")

@@ -1,6 +1,6 @@
 """Why the Keras and kbn runs of `compare` disagree, when the runs' records can tell.
 
-    from train import disagreement
+    from train.reports import disagreement
     for line in disagreement.reasons(keras_summary, kbn_summary):
         print(line)
 

@@ -1,6 +1,6 @@
 """The one place that knows about distribution: `tf.distribute` and `keras.distribution`.
 
-    from train import distributed
+    from train.distribution import distributed
     distributed.check(settings)                    # flags and TF_CONFIG; ValueError: one line
     distribution = distributed.start(settings)     # before TensorFlow runs any op
     with distribution.scope():
@@ -14,7 +14,7 @@
                   machine without GPUs the CPU is split into N logical devices.
     multi-worker  one replica per worker process (MultiWorkerMirroredStrategy).
                   `TF_CONFIG` names the cluster and this process's task; without
-                  it, `--workers N` starts N local workers (train/workers.py).
+                  it, `--workers N` starts N local workers (train/distribution/workers.py).
     data-parallel JAX: `--devices N` replicas in this process, Keras 3's own
                   `keras.distribution.DataParallel` (N GPUs, or N virtual CPU
                   devices: XLA_FLAGS=--xla_force_host_platform_device_count=N,

@@ -1,6 +1,6 @@
 """After a BN run: the train/inference gap, and `--recalibrate`.
 
-    from train import inference_gap
+    from train.run import inference_gap
     summary.update(inference_gap.after_training(model, data, args, "kbn"))
 
 Inference mode normalizes with the moving averages, training mode with the

@@ -1,12 +1,12 @@
 """The batch-norm variants every command trains: one registry, no Keras import.
 
-    from train import variants
+    from train.data import variants
     variants.COMPARED                 # ("none", "keras", "kbn"): make run's table, in order
     variants.NAMES                    # every name --bn accepts
     variants.VARIANTS["kbn-renorm"]   # its label, colour, line style, layer and options
 
-`train/models.py` builds a variant's layer from `layer` and `options`;
-`train/plots.py` draws it with `color` and `style`. A new variant is one entry here.
+`train/data/models.py` builds a variant's layer from `layer` and `options`;
+`train/reports/plots.py` draws it with `color` and `style`. A new variant is one entry here.
 """
 
 import dataclasses
@@ -53,7 +53,7 @@ VARIANTS = {variant.name: variant for variant in _ALL}
 NAMES = tuple(VARIANTS)
 # The three that `make run` (train.compare) and lr_sweep compare, in table order.
 COMPARED = ("none", "keras", "kbn")
-# Where BN goes (train/models.py) and the architectures around it: the other
+# Where BN goes (train/data/models.py) and the architectures around it: the other
 # choices of a model, kept here so that parsing flags imports no Keras.
 BN_POSITIONS = ("before", "after")
 MODELS = ("mlp", "cnn")

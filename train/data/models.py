@@ -1,6 +1,6 @@
 """Sequential model builders with no BN, Keras's BN or kbn's BN.
 
-    from train.models import build_model
+    from train.data.models import build_model
     model = build_model("mlp", input_shape=(8, 8, 1), num_classes=10, bn="kbn", seed=1)
     model = build_model("cnn", input_shape=(28, 28, 1), num_classes=10, bn="keras", seed=1)
 
@@ -19,7 +19,7 @@ lists them, e.g. for `kbn.callbacks.ActivationInputMonitor`.
 import keras
 
 import kbn
-from train.variants import BN_POSITIONS, MODELS, VARIANTS
+from train.data.variants import BN_POSITIONS, MODELS, VARIANTS
 
 
 def build_model(
@@ -44,7 +44,7 @@ def build_model(
             global average pooling).
         input_shape: Shape of one sample.
         num_classes: Width of the softmax output.
-        bn: A name of `train.variants.VARIANTS`: "none", "keras"
+        bn: A name of `train.data.variants.VARIANTS`: "none", "keras"
             (keras.layers.BatchNormalization), "kbn", or kbn's layer with options.
         seed: Seeds every kernel initializer.
         hidden: mlp: hidden widths; cnn: filters of the conv blocks.

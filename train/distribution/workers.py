@@ -12,7 +12,7 @@ worker's last message (a traceback would bury the line that matters).
 
 It stops them all, and leaves no process behind:
 - Ctrl-C or SIGTERM here is forwarded once to every worker; they stop together
-  after the same step (train/loop.py) and the chief prints how to resume. A
+  after the same step (train/run/loop.py) and the chief prints how to resume. A
   worker still running `GRACE_SECONDS` later is killed; a second Ctrl-C kills
   them at once.
 - A worker killed by a signal stops the others at once. A worker that exits
@@ -39,7 +39,8 @@ import sys
 import tempfile
 import time
 
-from train import distributed, run_folder, signals
+from train.distribution import distributed
+from train.run import run_folder, signals
 
 # A normal end: after the first worker exits, the chief may still write its
 # summary, table and plot (matplotlib's first figure takes ~2 s here).

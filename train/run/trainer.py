@@ -9,12 +9,12 @@ What the run adds to `fit`, all of it Keras's own mechanisms:
   (the last step takes the remainder). The order depends on nothing else, so
   a resumed run (`initial_epoch`) and every variant of a comparison see the
   same batches.
-- the loss and metrics: the model is compiled with them (train/runs.py);
+- the loss and metrics: the model is compiled with them (train/run/runs.py);
   `fit` logs `loss` (regularization included) and `accuracy` as means over
   the samples seen so far in the epoch, `val_loss` and `val_accuracy` over
   the whole validation set in batches of `batch_size`.
 - the stop rules (`StopRules`, the last callback: the others see every step): Ctrl-C or SIGTERM
-  (train/signals.py) stops after the current step; `fit` is left there, so
+  (train/run/signals.py) stops after the current step; `fit` is left there, so
   the partial epoch is neither validated nor recorded and the callbacks get
   `on_train_end` ("interrupted"); a non-finite loss ends the epoch, which is
   validated and recorded, then the run stops ("nan"); a callback that sets
@@ -24,7 +24,7 @@ What the run adds to `fit`, all of it Keras's own mechanisms:
 Under `--strategy multi-worker` on TensorFlow, Keras 3.15's `fit` fails before
 its first step (keras issue 20585: `_maybe_symbolic_build` calls
 `strategy.reduce` on the data batch), so that strategy alone trains in
-train/loop.py, which makes the same calls on the same callbacks.
+train/run/loop.py, which makes the same calls on the same callbacks.
 """
 
 import math
@@ -118,15 +118,15 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, rules):
 
     Args:
         model: A compiled Keras model, built in `distribution.scope()`.
-        data: A `train.datasets.Dataset`.
+        data: A `train.data.datasets.Dataset`.
         settings: The run's settings: `batch_size`, `epochs`, `seed`.
-        distribution: A started `train.distributed.Distribution`.
+        distribution: A started `train.distribution.distributed.Distribution`.
         callbacks: Keras callbacks (this worker's: the chief's write files).
         first_epoch: Epochs already done.
-        rules: A fresh `StopRules` over the run's `train.signals.StopRequest`.
+        rules: A fresh `StopRules` over the run's `train.run.signals.StopRequest`.
     """
     if distribution.kind == "multi-worker":
-        from train import loop
+        from train.run import loop
 
         rules.reason = loop.fit(model, data, settings, distribution, callbacks, first_epoch,
                                 rules.stop)

@@ -1,6 +1,6 @@
 """The report of `python -m train.paper`: verdicts, report.md, one PNG per experiment.
 
-    from train import paper_report
+    from train.claims import paper_report
     path, table = paper_report.write(report_dir, experiments, seeds, by_cell, skipped, ...)
 
 A comparison "A beats B" holds for a seed when A's number is strictly better
@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from train import plots, report  # noqa: E402
+from train.reports import plots, report# noqa: E402
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
 

@@ -1,6 +1,6 @@
 """Which Keras backend a command runs on: `--backend tensorflow|jax|torch`.
 
-    from train import backend
+    from train.options import backend
     backend.activate(args.backend)     # before anything imports Keras; ValueError: one line
     backend.set_random_seed(seed)      # Keras's, quiet where it imports TensorFlow
 

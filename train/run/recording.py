@@ -8,7 +8,7 @@ The TensorBoard events are written by kbn's own writer (kbn/_event_writer.py),
 without TensorFlow, so they are the same on every Keras backend.
 
 The recorder writes, after each epoch and in this order, metrics.csv,
-checkpoint.keras, checkpoint.json and summary.json (see train/run_folder.py
+checkpoint.keras, checkpoint.json and summary.json (see train/run/run_folder.py
 for why the order matters).
 """
 
@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 from kbn._event_writer import EventWriter
-from train import files
-from train.run_folder import CHECKPOINT
+from train.run import files
+from train.run.run_folder import CHECKPOINT
 
 METRIC_COLUMNS = (
     "epoch",

@@ -1,6 +1,6 @@
 """Datasets for the training scripts, as float32 arrays ready for `fit`.
 
-    from train.datasets import load_dataset
+    from train.data.datasets import load_dataset
     data = load_dataset("digits", seed=1)             # offline, bundled with scikit-learn
     data = load_dataset("mnist", seed=1)              # from Keras's cache, else downloaded
     data = load_dataset("csv", data_path="my.csv", label_column="label", seed=1)

@@ -1,6 +1,6 @@
 """The paper's (and the lecture's) claims as data: one `Experiment` each, run by `train.paper`.
 
-    from train.experiments import EXPERIMENTS
+    from train.claims.experiments import EXPERIMENTS
     for experiment in EXPERIMENTS: print(experiment.key, experiment.claim)
 
 An experiment names its rows (a BN variant plus command-line flags of
@@ -93,7 +93,7 @@ def median_range(result):
 
 def _recalibrate_missing():
     import kbn
-    from train import cli
+    from train.options import cli
 
     if not hasattr(kbn, "recalibrate"):
         return "kbn.recalibrate (issue 9) is not in this version of kbn"

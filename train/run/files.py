@@ -1,6 +1,6 @@
 """Crash-safe files: a run folder never holds a half-written file.
 
-    from train import files
+    from train.run import files
     files.write_json(path, {"epochs_done": 3})
     files.write_rows(path, rows, columns)
     digest = files.save_model(model, path)      # the checkpoint; returns its sha256

@@ -1,6 +1,6 @@
 """Algorithm 1 (Ioffe & Szegedy 2015) on one neuron in float64 NumPy: what `train.explain` prints.
 
-    from train import algorithm1
+    from train.lesson import algorithm1
     z = algorithm1.neuron_inputs(batch, weights=(0.5, 0.02, -5.0))
     steps = algorithm1.batch_norm_step(z, placed, placement="before", activation="sigmoid",
                                        epsilon=1e-3, momentum=0.99, lr=1.0, new_input=0.8)

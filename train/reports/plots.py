@@ -1,6 +1,6 @@
 """PNG plots of a comparison or a learning-rate sweep, also logged to TensorBoard as images.
 
-from train import plots
+from train.reports import plots
 plots.plot_comparison(results, "logs/compare/20250101-120000-digits.png", target_accuracy=0.95)
 plots.log_image_to_runs("logs/compare/....png", [result.run_dir for result in results])
 """
@@ -9,8 +9,8 @@ import os
 
 import matplotlib
 
-from train import files
-from train.variants import VARIANTS
+from train.run import files
+from train.data.variants import VARIANTS
 
 matplotlib.use("Agg")  # files only; no display needed
 
@@ -92,7 +92,7 @@ def plot_sweep(results_by_lr, variants, path, target_accuracy):
 
 
 def _save(figure, path):
-    """Writes the PNG atomically (train/files.py) and frees the figure."""
+    """Writes the PNG atomically (train/run/files.py) and frees the figure."""
     with files.replacing(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=90)
     plt.close(figure)
@@ -100,7 +100,7 @@ def _save(figure, path):
 
 def log_image_to_runs(path, run_dirs, tag="comparison_plot"):
     """Adds the PNG at `path` as an image to every run's `train/` events."""
-    # Imported here: kbn imports Keras, which waits for --backend (train/backend.py).
+    # Imported here: kbn imports Keras, which waits for --backend (train/options/backend.py).
     from kbn._event_writer import EventWriter
 
     with open(path, "rb") as f:

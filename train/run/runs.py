@@ -1,15 +1,15 @@
 """One training run, from its start or its resume to its end.
 
-    from train import run_folder, runs
+    from train.run import run_folder, runs
     run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     result = runs.train_variant(args, data, "kbn", run_dir)
     result = runs.resume(run_dir, data)            # after Ctrl-C, SIGTERM or a crash
 
 A run's state is one `RunState`; `run(state)` trains it with the callbacks of
 `chief_callbacks` (TensorBoard events, batch scalars, the activation monitor:
-the chief's alone) and a `RunRecorder` (train/recording.py), under the
+the chief's alone) and a `RunRecorder` (train/run/recording.py), under the
 strategy of `state.distribution`. Only the chief (worker 0) writes the run
-folder (train/run_folder.py); under a multi-worker strategy the other workers
+folder (train/run/run_folder.py); under a multi-worker strategy the other workers
 train the same steps and write nothing.
 """
 
@@ -24,11 +24,13 @@ import keras
 
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
-from train import backend, distributed, files, inference_gap, signals, trainer
-from train.datasets import Dataset
-from train.models import build_model, hidden_activation_names
-from train.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
-from train.run_folder import (
+from train.options import backend
+from train.distribution import distributed
+from train.run import files, inference_gap, signals, trainer
+from train.data.datasets import Dataset
+from train.data.models import build_model, hidden_activation_names
+from train.run.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
+from train.run.run_folder import (
     CHECKPOINT,
     NOT_SETTINGS,
     RunFolderError,
@@ -122,7 +124,7 @@ def make_optimizer(name, lr, momentum):
 
 
 def build_compiled(settings, data, variant):
-    """The model of `variant` (one of `train.models.VARIANTS`), compiled; same seed → same weights.
+    """The model of `variant` (a `train.data.variants` name), compiled; same seed → same weights.
 
     Compiled with its loss and metric, so `fit`, `evaluate` and a saved
     checkpoint.keras report both; the optimizer's variables are created here,

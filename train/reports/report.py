@@ -1,6 +1,6 @@
 """Terminal tables and the keras-vs-kbn agreement check.
 
-from train import report
+from train.reports import report
 print(report.comparison_table({"kbn": result}, target_accuracy=0.95))
 agree, max_difference = report.curves_agree(keras_result.rows, kbn_result.rows)
 """

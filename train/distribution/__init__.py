@@ -1,0 +1,1 @@
+"""More than one device or process: tf.distribute, keras.distribution, local workers."""

@@ -1,0 +1,1 @@
+"""The arithmetic of `python -m train.explain`: Algorithm 1 by hand, and the backends' autodiff."""

@@ -1,0 +1,1 @@
+"""The commands' flags, their checks, and the Keras backend they pick."""
