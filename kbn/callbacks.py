@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from kbn._event_writer import EventWriter, require_tensorboard
+from kbn._variables import restored_variables
 
 
 class ActivationInputMonitor(keras.callbacks.Callback):
@@ -120,14 +121,12 @@ class ActivationInputMonitor(keras.callbacks.Callback):
         return chosen
 
     def _pre_activations(self):
-        saved = [variable.numpy() for variable in self.model.non_trainable_variables]
-        inputs = self._probe(self.probe_x, training=True)
-        if len(self._layers) == 1:
-            inputs = [inputs]
-        values = [_input_to_nonlinearity(layer, x) for layer, x in zip(self._layers, inputs)]
-        for variable, value in zip(self.model.non_trainable_variables, saved):
-            variable.assign(value)
-        return values
+        # A training-mode probe moves BN's moving statistics: put them back.
+        with restored_variables(self.model, self.model.non_trainable_variables):
+            inputs = self._probe(self.probe_x, training=True)
+            if len(self._layers) == 1:
+                inputs = [inputs]
+            return [_input_to_nonlinearity(layer, x) for layer, x in zip(self._layers, inputs)]
 
     def _log(self):
         for layer, values in zip(self._layers, self._pre_activations()):
