@@ -251,13 +251,22 @@ def resolve_backend(args, saved=None):
 
 
 def parse(parser, argv=None):
-    """Parses and checks; on a bad value prints one line and exits 2."""
+    """Parses and checks; on a bad value prints one line and exits 2.
+
+    Every check that needs no Keras runs first, so a usage error costs no
+    Keras or TensorFlow import; then the backend is made this process's.
+    """
     args = parser.parse_args(argv)
     try:
-        if not getattr(args, "resume", None):  # a resume takes its run's (train.train)
-            resolve_backend(args)
+        resuming = getattr(args, "resume", None)
+        if not resuming:  # a resume takes its run's backend (train.train)
+            args.backend = args.backend or backend.default()
+            backend.check(args.backend)
         check(args)
-    except UsageError as error:
+        if not resuming:
+            resolve_backend(args)
+            _check_activation(args.activation)
+    except (UsageError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     return args
 
@@ -306,7 +315,6 @@ def check(args):
     elif args.label_column is not None:
         raise UsageError("--label-column needs --data PATH.csv")
     check_distribution(args)  # before Keras's import: it may set up JAX's devices
-    _check_activation(args.activation)
     check_logdir(os.path.join(args.logdir, args.experiment))
 
 
