@@ -49,7 +49,7 @@ def weights_by_name(layer):
 def step(layer, x, upstream, training, mask=None, learning_rate=0.1):
     """One forward/backward pass of Σ upstream · y; then SGD on γ and β if training.
 
-    Gradients come from the backend's own autodiff (`autodiff.py`).
+    Gradients come from the backend's own autodiff (`train/lesson/autodiff.py`).
 
     Returns:
         dict with `y` and the gradients `dx` and `d<name>` of every trainable weight.

@@ -88,7 +88,8 @@ def test_a_backend_not_installed_is_one_line(tmp_path):
     done = _run("train.train", ["--backend", "torch", "--logdir", str(tmp_path)])
     assert done.returncode == 2
     assert done.stderr.strip() == ("python -m train.train: error: --backend torch: PyTorch is"
-                                   " not installed (pip install kbn[torch])")
+                                   " not installed (kbn's torch extra: pip install '.[torch]'"
+                                   " in kbn's checkout, or pip install torch)")
 
 
 def test_this_process_cannot_switch_backends(tmp_path, capsys):

@@ -19,7 +19,7 @@ BAD_FLAGS = [
     (["--strategy", "multi-worker"], "--strategy multi-worker needs --workers N"),
     (["--devices", "2"], "--devices needs --strategy mirrored"),
     (["--workers", "2"], "--workers needs --strategy multi-worker"),
-    (["--bn-sync"], "--bn-sync needs --strategy mirrored or multi-worker"),
+    (["--bn-sync"], "--bn-sync needs a strategy with several replicas"),
     (["--strategy", "mirrored", "--devices", "4", "--batch-size", "3"],
      "--batch-size 3 is the global batch; it must be at least the number of replicas (4)"),
     (["--strategy", "ring"], "invalid choice: 'ring'"),

@@ -83,8 +83,8 @@ def test_each_epoch_visits_the_samples_in_epoch_order(monkeypatch):
 
 
 def test_logs_are_sample_means_with_the_regularization_loss():
-    """The epoch's `loss` is the mean over its samples of cross-entropy + L2, as
-    each step's weights saw them; `val_loss` is the same at the epoch's end."""
+    """`val_loss` is the mean over the validation samples of cross-entropy + L2 with
+    the epoch's final weights, `val_accuracy` the fraction right."""
     data, model = _data(), _model()
     seen = _Seen()
     _fit(model, data, [seen])
@@ -117,6 +117,34 @@ def test_a_stop_request_leaves_after_the_current_step():
     assert _fit(_model(), _data(), [Interrupt(), seen, Ends()], stop=stop) == "interrupted"
     assert len(seen.steps) == 4 and [epoch for epoch, _ in seen.epochs] == [0]
     assert ended == [True]
+
+
+def test_a_stop_request_during_validation_ends_the_run_after_that_epoch():
+    """Ctrl-C while epoch 1 is validated: epoch 1 is whole and recorded, epoch 2 never runs."""
+    stop = signals.StopRequest()
+    seen = _Seen()
+
+    class InterruptValidation(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            if len(seen.epochs) == 1:  # epoch 0 done: this is epoch 1's validation
+                stop.interrupt()
+
+    assert _fit(_model(), _data(), [InterruptValidation(), seen], stop=stop) == "interrupted"
+    assert [epoch for epoch, _ in seen.epochs] == [0, 1]
+    assert len(seen.steps) == 6
+
+
+def test_a_stop_request_in_the_last_epochs_validation_finishes_the_run():
+    stop = signals.StopRequest()
+    seen = _Seen()
+
+    class InterruptLastValidation(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            if len(seen.epochs) == SETTINGS.epochs - 1:
+                stop.interrupt()
+
+    assert _fit(_model(), _data(), [InterruptLastValidation(), seen], stop=stop) is None
+    assert len(seen.epochs) == SETTINGS.epochs
 
 
 def test_a_non_finite_loss_ends_the_run_after_that_epoch():

@@ -19,9 +19,8 @@ from train.options import cli
 from train.reports import disagreement, plots, report
 from train.distribution import distributed, workers
 from train.run import run_folder
-from train.data.datasets import DatasetError
+from train.data.datasets import DatasetError, load_data
 from train.data.variants import COMPARED as VARIANTS
-from train.train import load_data
 
 
 def main(argv=None):
@@ -34,7 +33,7 @@ def main(argv=None):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.compare", args, argv, parser.prog)
-    from train.run import runs# imports Keras: after the backend is chosen
+    from train.run import runs  # imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, args)
 

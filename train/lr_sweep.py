@@ -16,9 +16,8 @@ from train.options import cli
 from train.distribution import distributed, workers
 from train.reports import plots, report
 from train.run import run_folder
-from train.data.datasets import DatasetError
+from train.data.datasets import DatasetError, load_data
 from train.data.variants import COMPARED, NAMES
-from train.train import load_data
 
 DEFAULT_LRS = "0.05,0.1,0.3,1,3,10,20"
 
@@ -53,7 +52,7 @@ def main(argv=None):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.lr_sweep", args, argv, parser.prog)
-    from train.run import runs# imports Keras: after the backend is chosen
+    from train.run import runs  # imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, args)
 

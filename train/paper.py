@@ -22,12 +22,11 @@ import os
 import sys
 import time
 
-from train.options import cli
+from train.options import backend, cli
 from train.claims import paper_report
 from train.run import run_folder
-from train.data.datasets import DatasetError
+from train.data.datasets import DatasetError, load_data
 from train.claims.experiments import EXPERIMENTS
-from train.train import load_data
 
 FULL_SEEDS = "1,2,3"
 QUICK_SEEDS = "1"
@@ -36,7 +35,7 @@ TRAINING_SAMPLES = 1437  # digits with the default 0.2 validation split, for tim
 # In a --quick run on the loaded 2-core machine a 2-epoch run (48 steps) took
 # 3–4 s and a 15-epoch one (360 steps) 7–12 s: ~20 ms a step, ~2.5 s fixed.
 FIXED_COST_STEPS = 120
-# The settings `train.train.load_data` reads: runs that agree on them share one dataset.
+# The settings `train.data.datasets.load_data` reads: runs that agree on them share one dataset.
 DATA_SETTINGS = ("dataset", "data", "label_column", "input_norm", "validation_split", "seed",
                  "model")
 
@@ -98,9 +97,11 @@ def parse(argv=None):
     try:
         args.experiments = _select(args.only)
         args.seed_values = _seeds(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))
+        args.backend = args.backend or backend.default()
+        backend.check(args.backend)
         cli.check_logdir(os.path.join(args.logdir, "paper"))
         cli.resolve_backend(args)
-    except cli.UsageError as error:
+    except (cli.UsageError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     return args
 
@@ -154,7 +155,7 @@ def plan(experiments, seeds, quick):
 
 def run_jobs(jobs, report_dir, log, backend):
     """Trains every job; one progress line each. Returns False if interrupted (Ctrl-C)."""
-    from train.run import runs# imports Keras: after the backend is chosen
+    from train.run import runs  # imports Keras: after the backend is chosen
 
     parser = cli.make_parser("", experiment="paper", bn_flag=False)
     datasets = {}

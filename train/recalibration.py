@@ -82,6 +82,7 @@ def one_run(data, args, momentum, seed):
     import keras
 
     import kbn
+    from kbn._variables import restored_variables
     from train.data.models import build_model
 
     keras.utils.set_random_seed(seed)
@@ -96,12 +97,11 @@ def one_run(data, args, momentum, seed):
             model.train_on_batch(*next(stream))
         done = steps
         loss, moving = model.evaluate(data.x_val, data.y_val, verbose=0)
-        saved = model.get_weights()
-        start = time.perf_counter()
-        kbn.recalibrate(model, data.x_train, batch_size=args.batch_size)
-        seconds = time.perf_counter() - start
-        recalibrated = model.evaluate(data.x_val, data.y_val, verbose=0)[1]
-        model.set_weights(saved)  # training goes on from the moving averages it kept
+        with restored_variables(model):  # training goes on from the moving averages it kept
+            start = time.perf_counter()
+            kbn.recalibrate(model, data.x_train, batch_size=args.batch_size)
+            seconds = time.perf_counter() - start
+            recalibrated = model.evaluate(data.x_val, data.y_val, verbose=0)[1]
         results[steps] = (moving, recalibrated, seconds, loss)
     return results
 

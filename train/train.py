@@ -22,37 +22,7 @@ import sys
 from train.options import cli
 from train.distribution import distributed, workers
 from train.run import run_folder
-from train.data.datasets import DatasetError, load_dataset
-
-
-def load_data(args):
-    """The dataset the flags name, checked against `--model` before any run folder exists.
-
-    Raises:
-        DatasetError: the data cannot be loaded, `--model cnn` was asked of
-            data that are not images (one sample must be height × width × channels),
-            or a data-parallel run's batches do not split evenly.
-    """
-    data = load_dataset(
-        args.dataset,
-        seed=args.seed,
-        data_path=args.data,
-        label_column=args.label_column,
-        input_norm=args.input_norm,
-        validation_split=args.validation_split,
-    )
-    if args.model == "cnn" and len(data.input_shape) != 3:
-        shape = "×".join(map(str, data.input_shape))
-        raise DatasetError(
-            f"--model cnn needs images (height × width × channels per sample); {data.name}"
-            f" samples are {shape}: use --model mlp"
-        )
-    try:
-        distributed.check_batches(args, len(data.x_train), "training")
-        distributed.check_batches(args, len(data.x_val), "validation")
-    except ValueError as error:
-        raise DatasetError(str(error)) from None
-    return data
+from train.data.datasets import DatasetError, load_data
 
 
 def main(argv=None, extra_callbacks=()):
@@ -71,7 +41,7 @@ def main(argv=None, extra_callbacks=()):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(settings):
         return workers.launch("train.train", settings, argv, parser.prog, resume=args.resume)
-    from train.run import runs# imports Keras: after the backend is chosen
+    from train.run import runs  # imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, settings)
     say = print if distribution.is_chief else _silent

@@ -31,6 +31,8 @@ from typing import Optional
 
 import numpy as np
 
+from train.distribution import distributed
+
 # The files `keras.datasets` downloads, at the same places in Keras's cache
 # (<cache_dir>/datasets/...), so a file Keras already fetched is used as is.
 _KERAS_DATASETS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -382,3 +384,33 @@ def _normalize(x, x_val, input_norm, pixel_range):
     raise DatasetError(
         f"unknown --input-norm {input_norm!r}; choose one of {', '.join(INPUT_NORMS)}"
     )
+
+
+def load_data(args):
+    """The dataset the flags name, checked against `--model` before any run folder exists.
+
+    Raises:
+        DatasetError: the data cannot be loaded, `--model cnn` was asked of
+            data that are not images (one sample must be height × width × channels),
+            or a data-parallel run's batches do not split evenly.
+    """
+    data = load_dataset(
+        args.dataset,
+        seed=args.seed,
+        data_path=args.data,
+        label_column=args.label_column,
+        input_norm=args.input_norm,
+        validation_split=args.validation_split,
+    )
+    if args.model == "cnn" and len(data.input_shape) != 3:
+        shape = "×".join(map(str, data.input_shape))
+        raise DatasetError(
+            f"--model cnn needs images (height × width × channels per sample); {data.name}"
+            f" samples are {shape}: use --model mlp"
+        )
+    try:
+        distributed.check_batches(args, len(data.x_train), "training")
+        distributed.check_batches(args, len(data.x_val), "validation")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
+    return data

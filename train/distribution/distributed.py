@@ -26,16 +26,22 @@
 The global batch. `--batch-size` is the global batch B. Step s of an epoch
 takes the samples order[s·B : (s+1)·B] of that epoch's order, exactly as one
 process would, and cuts them into R contiguous slices, one per replica in
-replica order (`np.array_split`: sizes differ by at most one, so an uneven
-last batch is split too). Each replica's loss is its share of the global mean,
+replica order (sizes differ by at most one, so an uneven last batch is split
+too). The optimizer sums the replicas' gradients (Keras 3 all-reduces them in
+`apply_gradients`). What each replica minimizes:
 
-    loss_r = Σ_{i in slice r} ℓ_i / B_step,
+- multi-worker (train/run/loop.py): its share of the global mean,
+  loss_r = Σ_{i in slice r} ℓ_i / B_step, so the update is ∇ (1/B_step) Σ_i ℓ_i,
+  the single-process step up to the order of summation, uneven slices included;
+- mirrored (`model.fit`): Keras's own scaling, the mean over its slice divided
+  by R. With equal slices that is the same share; an uneven last batch (e.g.
+  30 samples over 4 replicas: 8, 8, 7, 7) weights a sample of a shorter slice
+  slightly more than the one-process step does;
+- data-parallel (JAX): one global array, one mean: every batch must split evenly.
 
-and the optimizer sums the replicas' gradients (Keras 3 all-reduces them in
-`apply_gradients`), so the update is ∇ (1/B_step) Σ_i ℓ_i: the single-process
-step up to the order of summation. With synchronized batch norm the forward
-pass is too (the statistics are those of the whole global batch); without it
-each replica normalizes its slice with that slice's own statistics.
+With synchronized batch norm the forward pass is the single-process one too
+(the statistics are those of the whole global batch); without it each replica
+normalizes its slice with that slice's own statistics.
 """
 
 import collections
@@ -174,11 +180,15 @@ def check(settings):
         _check_data_parallel(settings)
         return
     if settings.devices is not None and kind != "mirrored":
-        raise ValueError(f"--devices needs --strategy mirrored (got --strategy {kind})")
+        raise ValueError(
+            f"--devices needs --strategy mirrored or data-parallel (got --strategy {kind})"
+        )
     if settings.workers is not None and kind != "multi-worker":
         raise ValueError(f"--workers needs --strategy multi-worker (got --strategy {kind})")
     if kind == "default" and settings.bn_sync:
-        raise ValueError("--bn-sync needs --strategy mirrored or multi-worker (one replica)")
+        raise ValueError(
+            "--bn-sync needs a strategy with several replicas (--strategy default has one)"
+        )
     if kind == "mirrored":
         if settings.devices is None:
             raise ValueError("--strategy mirrored needs --devices N (N >= 1 replicas)")

@@ -32,8 +32,9 @@ def check(name, flag="--backend"):
     if name not in BACKENDS:
         raise ValueError(f"{flag} {name!r}: choose one of {', '.join(BACKENDS)}")
     if importlib.util.find_spec(name) is None:
-        raise ValueError(f"{flag} {name}: {_PACKAGES[name]} is not installed"
-                         f" (pip install kbn[{name}])")
+        raise ValueError(f"{flag} {name}: {_PACKAGES[name]} is not installed (kbn's {name}"
+                         f" extra: pip install '.[{name}]' in kbn's checkout, or pip install"
+                         f" {name})")
 
 
 def activate(name):

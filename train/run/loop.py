@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from train.run.trainer import epoch_order, steps_per_epoch
+from train.run.trainer import epoch_order, epoch_samples, steps_per_epoch
 
 
 def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
@@ -62,9 +62,8 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, stop):
         None (finished, or stopped by a callback), "nan" or "interrupted".
     """
     steps = _Steps(model, distribution)
-    samples = len(data.x_train)
-    if getattr(settings, "drop_remainder", False):
-        samples -= samples % settings.batch_size
+    samples = epoch_samples(len(data.x_train), settings.batch_size,
+                            getattr(settings, "drop_remainder", False))
     step_count = steps_per_epoch(samples, settings.batch_size)
     callbacks = keras.callbacks.CallbackList(
         callbacks, model=model, epochs=settings.epochs, steps=step_count, verbose=0

@@ -18,8 +18,10 @@ What the run adds to `fit`, all of it Keras's own mechanisms:
   the partial epoch is neither validated nor recorded and the callbacks get
   `on_train_end` ("interrupted"); a non-finite loss ends the epoch, which is
   validated and recorded, then the run stops ("nan"); a callback that sets
-  `model.stop_training` ends the run after the epoch (finished); a
-  KeyboardInterrupt inside `fit` (a second Ctrl-C) stops at once.
+  `model.stop_training` ends the run as `fit` does (finished): at the epoch's
+  end, or, set in `on_train_batch_end`, after that step, and that shorter
+  epoch is validated and recorded (`EarlyStopping` sets it at an epoch's end);
+  a KeyboardInterrupt inside `fit` (a second Ctrl-C) stops at once.
 
 Under `--strategy multi-worker` on TensorFlow, Keras 3.15's `fit` fails before
 its first step (keras issue 20585: `_maybe_symbolic_build` calls
@@ -40,6 +42,11 @@ def epoch_order(seed, epoch, samples):
 
 def steps_per_epoch(samples, batch_size):
     return math.ceil(samples / batch_size)
+
+
+def epoch_samples(samples, batch_size, drop_remainder):
+    """How many of the `samples` an epoch visits (`--drop-remainder`: whole batches only)."""
+    return samples - samples % batch_size if drop_remainder else samples
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -66,9 +73,8 @@ class EpochBatches(keras.utils.PyDataset):
         self._order = epoch_order(self.seed, epoch, len(self.x))
 
     def __len__(self):
-        if self.drop_remainder:
-            return len(self.x) // self.batch_size
-        return steps_per_epoch(len(self.x), self.batch_size)
+        return steps_per_epoch(epoch_samples(len(self.x), self.batch_size,
+                                             self.drop_remainder), self.batch_size)
 
     def __getitem__(self, step):
         index = self._order[step * self.batch_size:(step + 1) * self.batch_size]
