@@ -34,6 +34,8 @@ def main(argv=None, extra_callbacks=()):
         if args.resume:
             run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
+            for name in run_folder.CLUSTER_FLAGS:  # where this process is, not the run's
+                setattr(settings, name, getattr(args, name))
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
         data = load_data(settings)

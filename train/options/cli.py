@@ -160,8 +160,9 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         help="default: one process, one device; mirrored (TensorFlow): --devices N replicas in "
         "this process; multi-worker (TensorFlow): one replica per worker process (--workers N "
         "local processes, or the cluster TF_CONFIG names); data-parallel (JAX: "
-        "keras.distribution.DataParallel): --devices N; --batch-size stays the global batch"
-        + show,
+        "keras.distribution.DataParallel): --devices N in this process, or several processes "
+        "(--workers N, or --coordinator/--num-processes/--process-id); --batch-size stays the "
+        "global batch" + show,
     )
     distribution.add_argument(
         "--devices",
@@ -174,7 +175,32 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         "--workers",
         type=int,
         metavar="N",
-        help="multi-worker without TF_CONFIG: start N worker processes on 127.0.0.1",
+        help="multi-worker without TF_CONFIG, data-parallel without --coordinator: start N "
+        "worker processes on 127.0.0.1",
+    )
+    distribution.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="data-parallel on several machines: process 0's address, where "
+        "jax.distributed.initialize's coordinator listens (with --num-processes, --process-id; "
+        "give them again with --resume)",
+    )
+    distribution.add_argument(
+        "--num-processes", type=int, metavar="N", help="data-parallel: processes in the cluster"
+    )
+    distribution.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help="data-parallel: this process's index, 0 … N-1; process 0 is the chief, which "
+        "writes the run folder",
+    )
+    distribution.add_argument(
+        "--join-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data-parallel on several processes: how long to wait for the coordinator and "
+        f"every process to join (default: {distributed.JOIN_TIMEOUT_SECONDS})",
     )
     add_backend_flag(parser)
     # Set by train/distribution/workers.py for the processes it starts: the run folders' time stamp.

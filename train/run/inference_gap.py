@@ -22,10 +22,19 @@ from kbn._variables import restored_variables
 GAP_POINTS = 5.0
 
 
-def inference_metrics(model, x, y, batch_size):
+def inference_metrics(model, x, y, batch_size, part=None):
     """Loss and accuracy on (x, y) in inference mode: Keras's `evaluate` with the metric
-    the model is compiled with, the numbers `fit` logs as val_loss and val_accuracy."""
-    results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    the model is compiled with, the numbers `fit` logs as val_loss and val_accuracy.
+
+    `part`: under JAX over several processes, this process's share of a batch
+    (`Distribution.part`); every process calls this with the same (x, y).
+    """
+    if part is None:
+        results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    else:
+        from train.run.trainer import Batches
+
+        results = model.evaluate(Batches(x, y, batch_size, part), verbose=0, return_dict=True)
     return results["loss"], results["accuracy"]
 
 
@@ -44,13 +53,14 @@ def batch_statistics_accuracy(model, x, y, batch_size):
     return correct / len(x)
 
 
-def after_training(model, data, args, label):
+def after_training(model, data, args, label, part=None):
     """The gap check and, with `args.recalibrate`, the recalibration; returns summary entries.
 
     Prints one line when the gap exceeds `GAP_POINTS`, and one line with the
-    recalibrated numbers.
+    recalibrated numbers. `part`: see `inference_metrics` (the other checks call
+    the model on whole batches, which every process computes alike).
     """
-    loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
+    loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size, part)
     # The last batch may hold a single sample, whose batch variance is 0: batches of at
     # least 2 (the layer refuses 1 with an unbiased variance).
     batch_stats = batch_statistics_accuracy(model, data.x_val, data.y_val,
@@ -70,7 +80,7 @@ def after_training(model, data, args, label):
         except ValueError as error:
             print(f"[{label}] --recalibrate skipped: {error}", flush=True)
             return entries
-        loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
+        loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size, part)
         entries.update(val_accuracy_recalibrated=accuracy, val_loss_recalibrated=loss)
         print(f"[{label}] recalibrated: validation accuracy {entries['val_accuracy_ema']:.4f}"
               f" → {accuracy:.4f}, loss {entries['val_loss_ema']:.4f} → {loss:.4f}", flush=True)

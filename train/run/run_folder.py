@@ -34,8 +34,10 @@ from train.run import files
 SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,
                     "workers": None, "bn_sync": False, "replicas": 1, "drop_remainder": False}
 
-# Command-line values that are not settings of the run.
-NOT_SETTINGS = ("hidden_widths", "stamp", "resume")
+# Command-line values that are not settings of the run (the last four: where
+# this process sits in a JAX cluster, given again on a resume, like TF_CONFIG).
+CLUSTER_FLAGS = ("coordinator", "num_processes", "process_id", "join_timeout")
+NOT_SETTINGS = ("hidden_widths", "stamp", "resume", *CLUSTER_FLAGS)
 
 CHECKPOINT = "checkpoint.keras"
 
