@@ -10,11 +10,13 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import matplotlib.axes
 import pytest
 
 from train import paper
 from train.claims import paper_report
 from train.claims.experiments import EXPERIMENTS, Experiment, Metric, Row
+from train.data.variants import VARIANTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -125,6 +127,25 @@ def test_verdict_rule(a, b, higher, expected):
     outcome, sentence = paper_report.verdict(experiment, (1, 2, 3), by_cell)
     assert outcome == expected
     assert "of 3 seeds" in sentence
+
+
+def test_experiment_plot_draws_each_row_in_its_variants_registry_colour(tmp_path, monkeypatch):
+    """Guards the one registry: the bars take `variants.VARIANTS[...].color`, not colours
+    of their own (keras was green and renorm too, like kbn)."""
+    drawn = []
+    original = matplotlib.axes.Axes.barh
+
+    def barh(axis, *args, **kwargs):
+        drawn.append(kwargs["color"])
+        return original(axis, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", barh)
+    rows = (Row("k", "keras"), Row("r", "kbn-renorm"), Row("n", "none"))
+    experiment = Experiment(key="T", title="t", claim="c", source="s", rows=rows,
+                            metric=_experiment(True).metric, comparisons=(), epochs=(1, 1))
+    by_cell = {("T", row.label, 1): _fake_job(0.5) for row in rows}
+    paper_report.plot_experiment(experiment, (1,), by_cell, str(tmp_path / "T.png"))
+    assert drawn == [VARIANTS[row.variant].color for row in rows]
 
 
 def test_identical_rows_share_runs_and_quick_leaves_out_full_only_rows():
