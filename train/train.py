@@ -30,9 +30,10 @@ def main(argv=None, extra_callbacks=()):
     parser = cli.make_parser(__doc__, experiment="train", resume_flag=True)
     args = cli.parse(parser, argv)
     settings = args
+    checkpoint = None  # a resume's, checked once here (it reads the whole model file)
     try:
         if args.resume:
-            run_folder.check_resumable(args.resume)
+            checkpoint = run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
@@ -50,7 +51,7 @@ def main(argv=None, extra_callbacks=()):
         if args.resume:
             say(f"resuming {args.resume}", flush=True)
             result = runs.resume(args.resume, data, extra_callbacks, distribution=distribution,
-                                 writes=distribution.is_chief)
+                                 writes=distribution.is_chief, checkpoint=checkpoint)
         else:
             run_dir = None
             if distribution.is_chief:

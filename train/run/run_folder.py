@@ -3,7 +3,7 @@
     from train.run import run_folder
     run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     settings = run_folder.read_settings(run_dir)         # args.json, as the run saw it
-    epochs_done = run_folder.check_resumable(run_dir)    # RunFolderError: one line
+    checkpoint = run_folder.check_resumable(run_dir)     # RunFolderError: one line
 
 A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
     train/, validation/   TensorBoard events: epoch and batch scalars, weight
@@ -26,6 +26,7 @@ import csv
 import json
 import os
 import time
+import typing
 import zipfile
 
 from train.run import files
@@ -42,6 +43,13 @@ CHECKPOINT = "checkpoint.keras"
 
 class RunFolderError(Exception):
     """A run folder cannot be resumed; the message is one line for the user."""
+
+
+class Checkpoint(typing.NamedTuple):
+    """A checkpoint that `check_resumable` found complete: its model file and epochs."""
+
+    path: str
+    epochs_done: int
 
 
 def timestamp():
@@ -81,7 +89,10 @@ def read_settings(run_dir):
 
 
 def check_resumable(run_dir):
-    """Makes sure `run_dir` has a complete checkpoint; returns the epochs it holds.
+    """Makes sure `run_dir` has a complete checkpoint; returns it as a `Checkpoint`.
+
+    It reads the whole model file (its sha256 and the zip's checksums): check
+    once per resume and hand the `Checkpoint` on (`runs.load_run`).
 
     Raises:
         RunFolderError: no finished epoch, or a damaged checkpoint (one line).
@@ -106,7 +117,7 @@ def check_resumable(run_dir):
                 raise zipfile.BadZipFile("a member fails its CRC check")
     except (zipfile.BadZipFile, OSError) as error:
         raise RunFolderError(f"{damaged} ({error}); it cannot be resumed") from None
-    return epochs_done
+    return Checkpoint(path, epochs_done)
 
 
 def mark_interrupted(run_dir):
