@@ -6,13 +6,12 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import matplotlib.axes
 import pytest
 
+from tiny_runs import run_python
 from train import paper
 from train.claims import paper_report
 from train.claims.experiments import EXPERIMENTS, Experiment, Metric, Row
@@ -204,11 +203,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
 def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    done = subprocess.run(
-        [sys.executable, "-m", "train.paper", "--quick", "--logdir", str(blocker)],
-        capture_output=True,
-        text=True,
-    )
+    done = run_python("-m", "train.paper", "--quick", "--logdir", str(blocker))
     assert done.returncode == 2
     assert done.stderr.startswith("python -m train.paper: error: cannot create log folder")
     assert "Traceback" not in done.stderr
