@@ -22,6 +22,7 @@ import sys
 import time
 
 from train.options import backend, cli
+from train.options.settings import DEFAULTS
 from train.claims import paper_report
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
@@ -58,7 +59,9 @@ class Job:
     @property
     def batch_size(self):
         flags = list(self.flags)
-        return int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else 60
+        if "--batch-size" in flags:
+            return int(flags[flags.index("--batch-size") + 1])
+        return DEFAULTS["batch_size"]
 
     @property
     def cost(self):

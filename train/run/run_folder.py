@@ -21,7 +21,6 @@ it describes is complete, and metrics.csv always has that epoch's row. A run
 killed at any moment therefore resumes from its last finished epoch.
 """
 
-import argparse
 import csv
 import json
 import os
@@ -29,14 +28,8 @@ import time
 import typing
 import zipfile
 
+from train.options import settings
 from train.run import files
-
-# Settings of runs saved before a setting existed: what those runs did.
-SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,
-                    "workers": None, "bn_sync": False, "replicas": 1, "drop_remainder": False}
-
-# Command-line values that are not settings of the run.
-NOT_SETTINGS = ("hidden_widths", "stamp", "resume")
 
 CHECKPOINT = "checkpoint.keras"
 
@@ -74,18 +67,16 @@ def make_new_folder(base):
 
 
 def read_settings(run_dir):
-    """A run folder's settings (args.json), with `hidden_widths` parsed.
+    """A run folder's settings (args.json; see `train.options.settings.from_args_json`).
 
     Raises:
         RunFolderError: args.json is missing or unreadable.
     """
     try:
         with open(os.path.join(run_dir, "args.json")) as f:
-            settings = {**SETTING_DEFAULTS, **json.load(f)}
-        settings["hidden_widths"] = tuple(int(width) for width in settings["hidden"].split(","))
-    except (OSError, ValueError, KeyError, AttributeError) as error:
+            return settings.from_args_json(json.load(f))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise RunFolderError(f"{run_dir}: cannot read args.json ({error})") from None
-    return argparse.Namespace(**settings)
 
 
 def check_resumable(run_dir):

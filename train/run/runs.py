@@ -25,13 +25,13 @@ import keras
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
+from train.options.settings import to_args_json
 from train.distribution import distributed
 from train.run import files, inference_gap, signals, trainer
 from train.data.datasets import Dataset
 from train.data.models import build_model, hidden_activation_names
 from train.run.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
 from train.run.run_folder import (
-    NOT_SETTINGS,
     RunFolderError,
     check_resumable,
     read_rows,
@@ -159,9 +159,8 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
     backend.set_random_seed(settings.seed)
     with distribution.scope():
         model = build_compiled(settings, data, variant)
-    saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
-    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm,
-                 backend=keras.backend.backend())
+    saved = to_args_json(settings, variant=variant, dataset=data.name,
+                         input_norm=data.input_norm, backend=keras.backend.backend())
     summary = {
         "variant": variant,
         "dataset": data.name,
