@@ -20,6 +20,7 @@ import os
 import sys
 
 from train.options import cli
+from train.options.settings import CLUSTER_FLAGS
 from train.distribution import distributed, workers
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
@@ -30,11 +31,12 @@ def main(argv=None, extra_callbacks=()):
     parser = cli.make_parser(__doc__, experiment="train", resume_flag=True)
     args = cli.parse(parser, argv)
     settings = args
+    checkpoint = None  # a resume's, checked once here (it reads the whole model file)
     try:
         if args.resume:
-            run_folder.check_resumable(args.resume)
+            checkpoint = run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
-            for name in run_folder.CLUSTER_FLAGS:  # where this process is, not the run's
+            for name in CLUSTER_FLAGS:  # where this process is, not the run's
                 setattr(settings, name, getattr(args, name))
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
@@ -52,7 +54,7 @@ def main(argv=None, extra_callbacks=()):
         if args.resume:
             say(f"resuming {args.resume}", flush=True)
             result = runs.resume(args.resume, data, extra_callbacks, distribution=distribution,
-                                 writes=distribution.is_chief)
+                                 writes=distribution.is_chief, checkpoint=checkpoint)
         else:
             run_dir = None
             if distribution.is_chief:

@@ -4,8 +4,10 @@
     parser = cli.make_parser(__doc__, bn_flag=True, experiment="train")
     args = cli.parse(parser, argv)        # bad values: one line on stderr, exit 2
 
-Every check runs before any data is loaded or any model trained; a failure
-is one line on stderr (no traceback) and exit status 2.
+The defaults and the range checks are the settings' (train/options/settings.py);
+here are the flags, and the checks of paths, data and strategy. Every check runs
+before any data is loaded or any model trained; a failure is one line on stderr
+(no traceback) and exit status 2.
 """
 
 import argparse
@@ -15,14 +17,11 @@ import tempfile
 
 from train.distribution import distributed
 from train.data.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train.options import backend
+from train.options import backend, settings
+from train.options.settings import DEFAULTS, UsageError
 from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
-
-
-class UsageError(Exception):
-    """A bad flag value or unusable path; the message is one line for the user."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,7 +43,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
-        default="digits",
+        default=DEFAULTS["dataset"],
         choices=DATASETS,
         metavar="NAME",
         help="; ".join(f"{name}: {text}" for name, text in DATASET_HELP.items()) + show,
@@ -61,7 +60,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
     data.add_argument(
         "--input-norm",
-        default="auto",
+        default=DEFAULTS["input_norm"],
         choices=INPUT_NORMS,
         help="unit: images / pixel range, tables min-max to [0, 1]; standard: every feature to "
         "mean 0, std 1 (training-split statistics); auto: unit for images, standard for "
@@ -70,41 +69,51 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     data.add_argument(
         "--validation-split",
         type=float,
-        default=0.2,
+        default=DEFAULTS["validation_split"],
         metavar="F",
         help="fraction held out (fixed by --seed) when the data has no test split" + show,
     )
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", default="mlp", choices=variants.MODELS, help="architecture" + show
+        "--model", default=DEFAULTS["model"], choices=variants.MODELS, help="architecture" + show
     )
     model.add_argument(
         "--hidden",
-        default="100,100,100",
+        default=DEFAULTS["hidden"],
         metavar="W,W,...",
         help="mlp: hidden layer widths; cnn: conv filters" + show,
     )
-    model.add_argument("--activation", default="sigmoid", help="hidden non-linearity" + show)
+    model.add_argument(
+        "--activation", default=DEFAULTS["activation"], help="hidden non-linearity" + show
+    )
 
     bn = parser.add_argument_group("batch norm")
     if bn_flag:
         bn.add_argument(
             "--bn",
-            default="kbn",
+            default=DEFAULTS["bn"],
             choices=variants.NAMES,
             help="; ".join(f"{v.name}: {v.label}" for v in variants.VARIANTS.values()) + show,
         )
     bn.add_argument(
         "--bn-position",
-        default="before",
+        default=DEFAULTS["bn_position"],
         choices=variants.BN_POSITIONS,
         help="BN before the non-linearity (paper) or after it" + show,
     )
     bn.add_argument(
-        "--bn-momentum", type=float, default=0.99, help="moving-average momentum" + show
+        "--bn-momentum",
+        type=float,
+        default=DEFAULTS["bn_momentum"],
+        help="moving-average momentum" + show,
     )
-    bn.add_argument("--bn-epsilon", type=float, default=1e-3, help="added to the variance" + show)
+    bn.add_argument(
+        "--bn-epsilon",
+        type=float,
+        default=DEFAULTS["bn_epsilon"],
+        help="added to the variance" + show,
+    )
     bn.add_argument(
         "--bn-sync",
         action=argparse.BooleanOptionalAction,
@@ -121,18 +130,25 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
 
     optimization = parser.add_argument_group("optimization")
-    optimization.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help=show.strip())
-    optimization.add_argument("--lr", type=float, default=1.0, help="learning rate" + show)
     optimization.add_argument(
-        "--momentum", type=float, default=0.0, help="SGD momentum (not BN's)" + show
+        "--optimizer", default=DEFAULTS["optimizer"], choices=OPTIMIZERS, help=show.strip()
+    )
+    optimization.add_argument(
+        "--lr", type=float, default=DEFAULTS["lr"], help="learning rate" + show
+    )
+    optimization.add_argument(
+        "--momentum",
+        type=float,
+        default=DEFAULTS["momentum"],
+        help="SGD momentum (not BN's)" + show,
     )
     optimization.add_argument(
         "--batch-size",
         type=int,
-        default=60,
+        default=DEFAULTS["batch_size"],
         help="the global batch: all replicas together, under any --strategy" + show,
     )
-    optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
+    optimization.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=show.strip())
     optimization.add_argument(
         "--drop-remainder",
         action="store_true",
@@ -142,20 +158,20 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     optimization.add_argument(
         "--seed",
         type=int,
-        default=1,
+        default=DEFAULTS["seed"],
         help="fixes initial weights, data order and validation split" + show,
     )
     optimization.add_argument(
         "--target-accuracy",
         type=float,
-        default=0.95,
+        default=DEFAULTS["target_accuracy"],
         help="validation accuracy that counts as converged" + show,
     )
 
     distribution = parser.add_argument_group("distribution (see docs/distributed.md)")
     distribution.add_argument(
         "--strategy",
-        default="default",
+        default=DEFAULTS["strategy"],
         choices=distributed.STRATEGIES,
         help="default: one process, one device; mirrored (TensorFlow): --devices N replicas in "
         "this process; multi-worker (TensorFlow): one replica per worker process (--workers N "
@@ -207,7 +223,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     parser.add_argument("--stamp", help=argparse.SUPPRESS)
 
     logging = parser.add_argument_group("logging")
-    logging.add_argument("--logdir", default="logs", help="root of all runs" + show)
+    logging.add_argument("--logdir", default=DEFAULTS["logdir"], help="root of all runs" + show)
     logging.add_argument(
         "--experiment",
         default=experiment,
@@ -219,14 +235,14 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     logging.add_argument(
         "--shift-every",
         type=int,
-        default=20,
+        default=DEFAULTS["shift_every"],
         metavar="STEPS",
         help="log the last hidden layer's activation input every STEPS steps" + show,
     )
     logging.add_argument(
         "--batch-log-every",
         type=int,
-        default=10,
+        default=DEFAULTS["batch_log_every"],
         metavar="STEPS",
         help="batch-level TensorBoard scalars every STEPS steps" + show,
     )
@@ -304,32 +320,7 @@ def check(args):
             raise UsageError(f"--resume {args.resume}: not a run folder (no args.json)")
         return
 
-    try:
-        args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
-    except ValueError:
-        raise UsageError(f"--hidden {args.hidden!r}: expected widths like 100,100,100") from None
-    _require(
-        all(width > 0 for width in args.hidden_widths),
-        f"--hidden {args.hidden!r}: widths must be > 0",
-    )
-    _require(args.lr > 0, f"--lr must be > 0, got {args.lr}")
-    _require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    _require(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
-    _require(args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}")
-    _require(0 <= args.bn_momentum <= 1, f"--bn-momentum must be in [0, 1], got {args.bn_momentum}")
-    _require(args.bn_epsilon > 0, f"--bn-epsilon must be > 0, got {args.bn_epsilon}")
-    _require(
-        0 < args.target_accuracy <= 1,
-        f"--target-accuracy must be in (0, 1], got {args.target_accuracy}",
-    )
-    _require(
-        0 < args.validation_split < 1,
-        f"--validation-split must be in (0, 1), got {args.validation_split}",
-    )
-    _require(args.shift_every >= 1, f"--shift-every must be >= 1, got {args.shift_every}")
-    _require(
-        args.batch_log_every >= 1, f"--batch-log-every must be >= 1, got {args.batch_log_every}"
-    )
+    settings.check(args)
     if args.data:
         _require(
             os.path.isfile(args.data) and os.access(args.data, os.R_OK),

@@ -31,14 +31,13 @@ import keras
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
+from train.options.settings import to_args_json
 from train.distribution import distributed
 from train.run import files, inference_gap, signals, trainer
 from train.data.datasets import Dataset
 from train.data.models import build_model, hidden_activation_names
 from train.run.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
 from train.run.run_folder import (
-    CHECKPOINT,
-    NOT_SETTINGS,
     RunFolderError,
     check_resumable,
     read_rows,
@@ -169,9 +168,8 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
     backend.set_random_seed(settings.seed)
     with distribution.scope():
         model = build_compiled(settings, data, variant)
-    saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
-    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm,
-                 backend=keras.backend.backend())
+    saved = to_args_json(settings, variant=variant, dataset=data.name,
+                         input_norm=data.input_norm, backend=keras.backend.backend())
     summary = {
         "variant": variant,
         "dataset": data.name,
@@ -195,16 +193,20 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
                     tuple(extra_callbacks), monitor_layers, scratch)
 
 
-def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last"):
+def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last",
+             checkpoint=None):
     """The state of `run_dir` after its last finished epoch (weights, moving stats, optimizer).
 
     Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
+    `checkpoint`: what `check_resumable(run_dir)` returned, if the caller checked
+    already (the check reads the whole model file); else it is checked here.
 
     Raises:
         RunFolderError: the folder has no usable checkpoint (one line).
     """
     settings = read_settings(run_dir)
-    epochs_done = check_resumable(run_dir)
+    checkpoint = checkpoint or check_resumable(run_dir)
+    epochs_done = checkpoint.epochs_done
     try:
         with open(os.path.join(run_dir, "summary.json")) as f:
             summary = json.load(f)
@@ -215,10 +217,11 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
         ) from None
     try:
         with distribution.scope():
-            model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT))
+            model = keras.saving.load_model(checkpoint.path)
     except Exception as error:  # Keras raises many kinds for a bad archive
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
+        raise RunFolderError(f"--resume {run_dir}: cannot load"
+                             f" {os.path.basename(checkpoint.path)} ({reason})") from None
     summary.update(status="running", stopped_early=None)
     summary["backend"] = keras.backend.backend()  # what trains from here on
     summary.setdefault("strategy", settings.strategy)
@@ -330,10 +333,11 @@ def train_variant(settings, data, variant, run_dir, extra_callbacks=(), monitor_
 
 
 def resume(run_dir, data, extra_callbacks=(), monitor_layers="last", distribution=None,
-           writes=True):
+           writes=True, checkpoint=None):
     """Continues `run_dir` from its last finished epoch (see `load_run`)."""
     distribution = distribution or distributed.default()
-    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers)
+    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers,
+                     checkpoint)
     return run(state)
 
 
