@@ -30,8 +30,6 @@ RUN = [i for i in PYTHON if BLOCKS[i].directive("skip") is None]
 OUTPUT = [block for block in BLOCKS
           if block.info != "python" and not doc_blocks.is_command_block(block)]
 CHECKED = [block for block in OUTPUT if block.directive("checked")]
-# Edited on another branch (issue 17): its output blocks get their markers there.
-PENDING = {"docs/distributed.md"}
 DATE = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")
 EXIT = re.compile(r"\s*\(exit (\d+)\)$")
 
@@ -78,13 +76,7 @@ def test_python_block_runs(index, tmp_path):
     run_program(doc_blocks.source(BLOCKS, index), BLOCKS[index].where, str(tmp_path))
 
 
-def _pending(blocks):
-    return [pytest.param(block, id=block.where, marks=pytest.mark.xfail(
-        reason=f"{block.path} is edited on another branch; it adds the marker", strict=False))
-        if block.path in PENDING else pytest.param(block, id=block.where) for block in blocks]
-
-
-@pytest.mark.parametrize("block", _pending(OUTPUT))
+@pytest.mark.parametrize("block", OUTPUT, ids=[block.where for block in OUTPUT])
 def test_quoted_output_is_checked_or_an_example(block):
     kinds = [word for word in ("checked", "example", "not output") if block.directive(word)
              is not None]
