@@ -8,6 +8,8 @@
     python -m train.train --strategy mirrored --devices 2        # 2 replicas in this process
     python -m train.train --strategy multi-worker --workers 2    # 2 local worker processes
     python -m train.train --backend jax                          # or KERAS_BACKEND=jax
+    python -m train.train --backend jax --strategy data-parallel --workers 2 \
+        --drop-remainder --validation-split 0.25                 # 2 JAX processes
 
 The run folder (printed at the start) holds TensorBoard events, args.json,
 metrics.csv, summary.json and a checkpoint; see train/run/runs.py. Ctrl-C or
