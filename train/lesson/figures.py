@@ -154,11 +154,13 @@ def inference_gap(results, steps):
     """
     figure = Figure(figsize=(7, 3.6), layout="constrained")
     axis = figure.subplots()
-    for color, (momentum, by_steps) in zip(MOMENTUM_COLORS, results.items()):
+    for index, (color, (momentum, by_steps)) in enumerate(zip(MOMENTUM_COLORS, results.items())):
         axis.plot(steps, [by_steps[s][0] for s in steps], marker="o", color=color,
                   linestyle=":", label=f"momentum {momentum:g}: moving averages")
+        # Narrower line for each later momentum: recalibrated curves can coincide (the
+        # momentum changes only the moving averages, not the training).
         axis.plot(steps, [by_steps[s][1] for s in steps], marker="s", color=color,
-                  label=f"momentum {momentum:g}: recalibrated")
+                  linewidth=4.0 / (index + 1), label=f"momentum {momentum:g}: recalibrated")
     axis.set(title="validation accuracy in inference mode", xlabel="training steps",
              xscale="log", ylim=(0, 1))
     axis.legend(fontsize="small")

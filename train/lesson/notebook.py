@@ -171,6 +171,11 @@ for momentum, by_steps in gap.items():
         print(f"{momentum:<8g}  {count:>5}  {with_moving:>15.3f}  {recalibrated:>12.3f}")
 figures.show(figures.inference_gap(gap, gap_args.steps))"""),
     ("markdown", """\
+With the moving averages the network looks untrained in inference mode long after it has
+learned, the longer the closer the momentum is to 1. The recalibrated accuracies are the
+same for both momenta: training normalizes with each batch's own statistics, so the
+momentum changes only the moving averages, never the weights."""),
+    ("markdown", """\
 ## 6. The `make run` comparison, smaller
 
 No BN vs Keras's BN vs kbn's BN on the offline digits, the same initial weights and batches:
