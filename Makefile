@@ -16,7 +16,7 @@ LEAN_STAMP := $(LEAN_VENV)/.installed
 # The files holding `lean` tests; the others import TensorFlow or the pipeline at the top.
 LEAN_TESTS := tests/test_lean_install.py tests/test_keras_compat.py
 
-.PHONY: run paper test test-other-cpu test-torch test-lean tensorboard bench lint clean
+.PHONY: run paper notebook test test-other-cpu test-torch test-lean tensorboard bench lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digit
 
 paper: $(STAMP)  ## the paper's claims rerun (7 experiments, 3 seeds): logs/paper/<time>/report.md
 	$(BIN)/python -m train.paper
+
+notebook: $(STAMP)  ## docs/learn.ipynb rebuilt: the lecture executed from a clean kernel (~2 min)
+	$(BIN)/python -m train.lesson.notebook
 
 # Both parts run even if the first fails; the target fails if either did.
 test: $(STAMP)  ## the whole suite on TensorFlow, then the backend-neutral suites on JAX
