@@ -57,7 +57,7 @@ def main(argv=None):
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()
-    run_name = args.run_name or data.name
+    run_name = args.run_name or run_folder.run_name(data.name, args.model)
     results_by_lr = {}
     interrupted = None
     for lr in rates:

@@ -178,7 +178,7 @@ def run_jobs(jobs, report_dir, log, backend):
         data_key = tuple(getattr(settings, name) for name in DATA_SETTINGS)
         if data_key not in datasets:
             datasets[data_key] = load_data(settings)
-        run_name = f"{_slug(job.row.label)}-seed{job.seed}"
+        run_name = run_folder.run_name(_slug(job.row.label), settings.model, f"seed{job.seed}")
         run_dir = run_folder.make_run_dir(report_dir, job.experiment.key, run_name)
         began = time.perf_counter()
         with contextlib.redirect_stdout(log):

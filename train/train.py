@@ -54,7 +54,7 @@ def main(argv=None, extra_callbacks=()):
         else:
             run_dir = None
             if distribution.is_chief:
-                run_name = args.run_name or f"{data.name}-{args.bn}"
+                run_name = args.run_name or run_folder.run_name(data.name, args.model, args.bn)
                 run_dir = run_folder.make_run_dir(
                     args.logdir, args.experiment, run_name, args.stamp
                 )

@@ -188,7 +188,8 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         help="sub-folder grouping runs to compare in TensorBoard" + show,
     )
     logging.add_argument(
-        "--run-name", help="run folder suffix after the timestamp (default: from dataset/variant)"
+        "--run-name", help="run folder suffix after the timestamp (default: dataset, model unless"
+        " mlp, variant: digits-kbn, digits-cnn-kbn)"
     )
     logging.add_argument(
         "--shift-every",

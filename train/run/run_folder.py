@@ -53,6 +53,15 @@ def make_run_dir(logdir, experiment, run_name, stamp=None):
     return make_new_folder(os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}"))
 
 
+def run_name(base, model, *parts):
+    """A default run name: `base`, the model unless it is the default mlp, then `parts`.
+
+    run_name("digits", "mlp", "kbn") → "digits-kbn"
+    run_name("digits", "cnn", "kbn") → "digits-cnn-kbn"
+    """
+    return "-".join((base, *(() if model == "mlp" else (model,)), *parts))
+
+
 def make_new_folder(base):
     """Creates `base`, or `base-2`, `base-3` … if it exists: never an existing folder."""
     folder, attempt = base, 1
