@@ -17,6 +17,7 @@ import sys
 
 from train.options import cli
 from train.reports import disagreement, plots, report
+from train.reports.numbers import plural
 from train.distribution import distributed, workers
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
@@ -69,7 +70,7 @@ def main(argv=None):
         diverged = all(results[v].summary["stopped_early"] == "nan" for v in ("keras", "kbn"))
         print(
             f"keras vs kbn: curves {verdict} (max |difference| {difference:.1e} over"
-            f" {len(keras_rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
+            f" {plural(len(keras_rows), 'epoch')} of loss, accuracy, val_loss, val_accuracy;"
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )

@@ -24,6 +24,7 @@ import time
 
 from train.options import backend, cli
 from train.claims import paper_report
+from train.reports.numbers import plural
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
 from train.claims.experiments import EXPERIMENTS
@@ -202,7 +203,7 @@ def run_jobs(jobs, report_dir, log, backend):
         else:
             summary = job.result.summary
             outcome = (
-                f"{summary['epochs_run']} epoch{'' if summary['epochs_run'] == 1 else 's'},"
+                f"{plural(summary['epochs_run'], 'epoch')},"
                 f" to 0.95: {summary['epochs_to_target'] or 'never'},"
                 f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
             )
@@ -241,7 +242,8 @@ def main(argv=None):
     jobs, by_cell, skipped = plan(args.experiments, args.seed_values, args.quick)
     report_dir = make_report_dir(args.logdir)
     command = "python -m train.paper " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"{len(jobs)} runs for {len(args.experiments) - len(skipped)} experiments,"
+    print(f"{plural(len(jobs), 'run')} for"
+          f" {plural(len(args.experiments) - len(skipped), 'experiment')},"
           f" seeds {','.join(map(str, args.seed_values))}; report folder {report_dir}", flush=True)
     for key, reason in skipped.items():
         print(f"{key} skipped: {reason}", flush=True)
@@ -266,7 +268,7 @@ def main(argv=None):
     )
     print()
     print(table)
-    print(f"\nreport: {path}  ({_clock(wall)} for {len(jobs)} runs)")
+    print(f"\nreport: {path}  ({_clock(wall)} for {plural(len(jobs), 'run')})")
     print(f"look: tensorboard --logdir {os.path.join(args.logdir, 'paper')} --host 127.0.0.1")
     return 0 if finished else 130
 

@@ -20,6 +20,7 @@ import time
 
 from train.options import cli
 from train.data.datasets import load_dataset
+from train.reports.numbers import plural
 
 
 def parse_args(argv):
@@ -121,7 +122,8 @@ def main(argv=None):
             recalibrated = [run[steps][1] for run in runs]
             seconds += [run[steps][2] for run in runs]
             rows.append((f"{momentum:g}", str(steps), cell(moving), cell(recalibrated)))
-            print(f"momentum {momentum:g}, {steps} steps: {cell(moving)} -> {cell(recalibrated)}",
+            print(f"momentum {momentum:g}, {plural(steps, 'step')}: {cell(moving)} ->"
+                  f" {cell(recalibrated)}",
                   flush=True)
     from train.reports.report import format_table
 

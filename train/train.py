@@ -21,6 +21,7 @@ import sys
 
 from train.options import cli
 from train.distribution import distributed, workers
+from train.reports.numbers import number
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
 
@@ -68,12 +69,12 @@ def main(argv=None, extra_callbacks=()):
     say(
         f"{summary['variant']}: epochs to {summary['target_accuracy']:.2f} val accuracy:"
         f" {summary['epochs_to_target'] or 'not reached'};"
-        f" best {summary['best_val_accuracy']}; status {summary['status']}"
+        f" best {number(summary['best_val_accuracy'])}; status {summary['status']}"
     )
     if "val_accuracy_recalibrated" in summary:
         say(
-            f"recalibrated: val accuracy {summary['val_accuracy_ema']:.4f} with the moving"
-            f" averages, {summary['val_accuracy_recalibrated']:.4f} recalibrated"
+            f"recalibrated: val accuracy {number(summary['val_accuracy_ema'])} with the moving"
+            f" averages, {number(summary['val_accuracy_recalibrated'])} recalibrated"
         )
     if result.run_dir:
         say(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
