@@ -5,6 +5,7 @@
     python -m train.train --dataset placement --bn keras --hidden 16,16
     python -m train.train --data my.csv --label-column placed
     python -m train.train --resume logs/train/20250101-120000-digits-kbn    # after Ctrl-C
+    python -m train.train --resume logs/train/20250101-120000-digits-kbn --epochs 90  # on to 90
     python -m train.train --strategy mirrored --devices 2        # 2 replicas in this process
     python -m train.train --strategy multi-worker --workers 2    # 2 local worker processes
     python -m train.train --backend jax                          # or KERAS_BACKEND=jax
@@ -12,16 +13,17 @@
 The run folder (printed at the start) holds TensorBoard events, args.json,
 metrics.csv, summary.json and a checkpoint; see train/run/runs.py. Ctrl-C or
 SIGTERM stops after the current step; --resume continues from the last
-finished epoch. Exit status: 0 finished, 1 NaN loss, 2 bad usage, 130 after
+finished epoch, with the run's own settings (--epochs N: to N epochs in all;
+other flags are refused). Exit status: 0 finished, 1 NaN loss, 2 bad usage, 130 after
 Ctrl-C, 143 after SIGTERM.
 """
 
 import os
 import sys
 
-from train.options import cli
+from train.options import cli, resume_flags
 from train.distribution import distributed, workers
-from train.reports.numbers import number
+from train.reports.numbers import number, plural
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
 
@@ -33,11 +35,20 @@ def main(argv=None, extra_callbacks=()):
     settings = args
     try:
         if args.resume:
-            run_folder.check_resumable(args.resume)
+            resume_flags.check(parser, argv)
+            epochs_done = run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
+            epochs = resume_flags.epochs(parser, argv, args, settings, epochs_done)
+            if epochs_done >= epochs:
+                print(f"{args.resume} has finished all its {plural(epochs_done, 'epoch')};"
+                      " nothing to resume (--epochs N continues it to N epochs in all)")
+                return 0
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
         data = load_data(settings)
+        if args.resume:
+            run_folder.set_epochs(args.resume, epochs)
+            settings.epochs = epochs
     except (run_folder.RunFolderError, cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(settings):
@@ -49,7 +60,7 @@ def main(argv=None, extra_callbacks=()):
 
     try:
         if args.resume:
-            say(f"resuming {args.resume}", flush=True)
+            say(f"resuming {args.resume} after epoch {epochs_done}, to epoch {epochs}", flush=True)
             result = runs.resume(args.resume, data, extra_callbacks, distribution=distribution,
                                  writes=distribution.is_chief)
         else:

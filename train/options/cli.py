@@ -215,7 +215,8 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         logging.add_argument(
             "--resume",
             metavar="RUN_DIR",
-            help="continue an interrupted run from its last finished epoch (other flags ignored)",
+            help="continue a run from its last finished epoch, with its own settings; --epochs N"
+            " continues it to N epochs in all (other flags are refused)",
         )
     return parser
 

@@ -89,6 +89,28 @@ def read_settings(run_dir):
     return argparse.Namespace(**settings)
 
 
+def set_epochs(run_dir, epochs):
+    """Makes `epochs` the run's total, in args.json and summary.json's hyperparameters.
+
+    For `--resume RUN --epochs N`: the run then trains on to epoch N. Nothing
+    is written when the total is already `epochs`.
+    """
+    path = os.path.join(run_dir, "args.json")
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("epochs") == epochs:
+        return
+    files.write_json(path, {**saved, "epochs": epochs})
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return  # loading the run reports it
+    summary.setdefault("hyperparameters", {})["epochs"] = epochs
+    files.write_json(path, summary)
+
+
 def check_resumable(run_dir):
     """Makes sure `run_dir` has a complete checkpoint; returns the epochs it holds.
 
