@@ -217,7 +217,7 @@ def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr == "python -m train.train: error: --lr must be > 0, got -3.0\n"
+    assert done.stderr == "python -m train.train: error: --lr must be > 0 and finite, got -3.0\n"
     assert done.stdout == ""
 
 

@@ -122,7 +122,8 @@ def parse_batch(text):
         values = row.split(",")
         _require(
             len(values) == 2,
-            f"--batch {text!r}: student {number} has {len(values)} values; each needs 2 (cgpa,iq)",
+            f"--batch {text!r}: student {number} has {plural(len(values), 'value')}; each needs 2"
+            " (cgpa,iq)",
         )
         features.append(_numbers(row, f"--batch student {number}", 2, "cgpa,iq"))
     return np.array(features, dtype=np.float64)

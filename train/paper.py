@@ -97,7 +97,8 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     try:
         args.experiments = _select(args.only)
-        args.seed_values = _seeds(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))
+        default_seeds = QUICK_SEEDS if args.quick else FULL_SEEDS
+        args.seed_values = _seeds(default_seeds if args.seeds is None else args.seeds)
         args.backend = args.backend or backend.default()
         backend.check(args.backend)
         cli.check_logdir(os.path.join(args.logdir, "paper"))
@@ -128,6 +129,8 @@ def _seeds(text):
         raise cli.UsageError(f"--seeds {text!r}: expected integers like 1,2,3") from None
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise cli.UsageError(f"--seeds {text!r}: seeds must be distinct and >= 0")
+    for seed in seeds:
+        cli.check_seed(seed, "--seeds")
     return seeds
 
 

@@ -14,6 +14,7 @@ step count; median and range over --seeds.
 """
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -45,7 +46,9 @@ def parse_args(argv):
         _check(all(0 <= m <= 1 for m in args.bn_momentums),
                f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be in [0, 1]")
         _check(args.batch_size >= 2, f"--batch-size must be >= 2, got {args.batch_size}")
-        _check(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+        _check(0 < args.lr < math.inf, f"--lr must be > 0 and finite, got {args.lr}")
+        for seed in args.seeds:
+            cli.check_seed(seed, "--seeds")
         cli.resolve_backend(args)
     except cli.UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

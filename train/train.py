@@ -21,7 +21,7 @@ Ctrl-C, 143 after SIGTERM.
 import os
 import sys
 
-from train.options import cli, resume_flags
+from train.options import cli, explicit
 from train.distribution import distributed, workers
 from train.reports.numbers import number, plural
 from train.run import run_folder
@@ -35,10 +35,10 @@ def main(argv=None, extra_callbacks=()):
     settings = args
     try:
         if args.resume:
-            resume_flags.check(parser, argv)
+            explicit.check_resume(parser, argv)
             epochs_done = run_folder.check_resumable(args.resume)
             settings = run_folder.read_settings(args.resume)
-            epochs = resume_flags.epochs(parser, argv, args, settings, epochs_done)
+            epochs = explicit.resume_epochs(parser, argv, args, settings, epochs_done)
             if epochs_done >= epochs:
                 print(f"{args.resume} has finished all its {plural(epochs_done, 'epoch')};"
                       " nothing to resume (--epochs N continues it to N epochs in all)")

@@ -9,6 +9,7 @@ is one line on stderr (no traceback) and exit status 2.
 """
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -19,6 +20,8 @@ from train.options import backend
 from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+# NumPy's seeds (keras.utils.set_random_seed seeds NumPy too) are 0 … 2**32 − 1.
+SEED_LIMIT = 2**32
 
 
 class UsageError(Exception):
@@ -252,11 +255,12 @@ def resolve_backend(args, saved=None):
         raise UsageError(str(error)) from None
 
 
-def parse(parser, argv=None):
+def parse(parser, argv=None, also=None):
     """Parses and checks; on a bad value prints one line and exits 2.
 
     Every check that needs no Keras runs first, so a usage error costs no
     Keras or TensorFlow import; then the backend is made this process's.
+    `also(args)`: a command's own checks (UsageError), run before that import too.
     """
     args = parser.parse_args(argv)
     try:
@@ -265,6 +269,8 @@ def parse(parser, argv=None):
             args.backend = args.backend or backend.default()
             backend.check(args.backend)
         check(args)
+        if also is not None:
+            also(args)
         if not resuming:
             resolve_backend(args)
             _check_activation(args.activation)
@@ -288,12 +294,14 @@ def check(args):
         all(width > 0 for width in args.hidden_widths),
         f"--hidden {args.hidden!r}: widths must be > 0",
     )
-    _require(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+    _require(0 < args.lr < math.inf, f"--lr must be > 0 and finite, got {args.lr}")
     _require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
     _require(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
-    _require(args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}")
+    _require(0 <= args.momentum <= 1, f"--momentum must be in [0, 1], got {args.momentum}")
     _require(0 <= args.bn_momentum <= 1, f"--bn-momentum must be in [0, 1], got {args.bn_momentum}")
-    _require(args.bn_epsilon > 0, f"--bn-epsilon must be > 0, got {args.bn_epsilon}")
+    _require(0 < args.bn_epsilon < math.inf,
+             f"--bn-epsilon must be > 0 and finite, got {args.bn_epsilon}")
+    check_seed(args.seed)
     _require(
         0 < args.target_accuracy <= 1,
         f"--target-accuracy must be in (0, 1], got {args.target_accuracy}",
@@ -316,8 +324,22 @@ def check(args):
         args.dataset = extension[1:]
     elif args.label_column is not None:
         raise UsageError("--label-column needs --data PATH.csv")
+    check_name(args.experiment, "--experiment")
+    if args.run_name is not None:
+        check_name(args.run_name, "--run-name")
     check_distribution(args)  # before Keras's import: it may set up JAX's devices
     check_logdir(os.path.join(args.logdir, args.experiment))
+
+
+def check_seed(seed, flag="--seed"):
+    """Raises UsageError for a seed NumPy refuses (below 0 or from 2**32 on)."""
+    _require(0 <= seed < SEED_LIMIT, f"{flag} {seed}: seeds must be in [0, 2**32 - 1]")
+
+
+def check_name(name, flag):
+    """Raises UsageError unless `name` is one folder's name (it goes under --logdir)."""
+    _require(name not in ("", ".", "..") and "/" not in name and os.sep not in name,
+             f"{flag} {name!r}: expected a folder name, without '/' (it goes under --logdir)")
 
 
 def check_distribution(settings):
@@ -360,7 +382,8 @@ def parse_floats(text, flag):
         values = tuple(float(value) for value in text.split(","))
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected numbers like 0.1,1,10") from None
-    _require(all(value > 0 for value in values), f"{flag} {text!r}: values must be > 0")
+    _require(all(0 < value < math.inf for value in values),
+             f"{flag} {text!r}: values must be > 0 and finite")
     return values
 
 
