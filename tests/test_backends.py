@@ -7,23 +7,20 @@ The JAX runs are subprocesses: a process's Keras backend is fixed at its first i
 import importlib.util
 import json
 import os
-import subprocess
-import sys
+import shutil
 
 import keras
 import pytest
 
-from tiny_runs import only_run, read_run_file
+from tiny_runs import QUIET, only_run, read_run_file, run_python
 from train import compare, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "10", "--batch-log-every", "10"]
 
 
 def _run(module, argv, backend_env="tensorflow", timeout=300):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend_env}
-    return subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_python("-m", module, *argv, env={**QUIET, "KERAS_BACKEND": backend_env},
+                      timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,7 @@ def test_the_default_is_keras_backend(tmp_path):
 def test_a_resume_continues_on_the_runs_backend(jax_run, tmp_path):
     """KERAS_BACKEND says tensorflow; the JAX run still resumes on JAX."""
     copy = tmp_path / "run"
-    subprocess.run(["cp", "-r", jax_run, str(copy)], check=True)
+    shutil.copytree(jax_run, copy)
     with open(copy / "args.json") as f:
         settings = json.load(f)
     settings["epochs"] = 3  # one more epoch to train

@@ -83,7 +83,7 @@ def test_a_run_killed_again_and_again_ends_as_if_never_killed(tmp_path):
                 "interrupted")
         else:
             assert process.returncode == -signal.SIGKILL
-        epochs_done = run_folder.check_resumable(run_dir)  # raises if anything is damaged
+        epochs_done = run_folder.check_resumable(run_dir).epochs_done  # raises if damaged
         assert len(_rows(run_dir)) >= epochs_done >= 1
         argv = ["--resume", run_dir]
     final = _start(["--resume", _only_run(killed_logs)])

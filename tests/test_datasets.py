@@ -3,16 +3,14 @@
 import gzip
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tiny_runs import run_python
 from train.data import datasets
 from train.data.datasets import DatasetError, load_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A proxy on a closed local port makes every download fail at once, online or not.
 OFFLINE_ENV = {
     "https_proxy": "http://127.0.0.1:9",
@@ -141,15 +139,9 @@ def test_keras_datasets_offline_fail_with_the_file_to_place(name, tmp_path, monk
 
 
 def test_offline_download_is_one_line_from_the_command(tmp_path):
-    env = {**os.environ, **OFFLINE_ENV, "KERAS_HOME": str(tmp_path / "keras")}
-    done = subprocess.run(
-        [sys.executable, "-m", "train.train", "--dataset", "mnist", "--logdir", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {**OFFLINE_ENV, "KERAS_HOME": str(tmp_path / "keras")}
+    done = run_python("-m", "train.train", "--dataset", "mnist", "--logdir", str(tmp_path),
+                      env=env, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "mnist: cannot download" in lines[0]

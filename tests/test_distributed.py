@@ -10,7 +10,6 @@ the uneven split of a batch over replicas is covered too.
 
 import glob
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 import kbn  # noqa: F401  (registers the layer for load_model)
+from cluster_runs import alive, lines_until, worker_pids
 from tiny_runs import only_run, read_run_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,30 +116,6 @@ def test_only_the_chief_writes(trained):
     assert _files(trained["workers"]) == _files(trained["single"])
 
 
-def _lines_until(process, text, timeout):
-    """Reads the launcher's stdout until a line contains `text`; returns all lines read."""
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if text in line:
-                return lines
-    process.kill()
-    raise AssertionError(f"no {text!r} in {lines}")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def killed_worker(tmp_path_factory):
     """A 2-worker run whose worker 1 is killed (SIGKILL) after the first epoch."""
@@ -147,8 +123,8 @@ def killed_worker(tmp_path_factory):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "train.train", *TINY, *STRATEGIES["workers"], "--logdir", logdir],
         cwd=REPO, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = _lines_until(launcher, f"epoch   1/{EPOCHS}", timeout=180)
-    pids = [int(pid) for pid in lines[0].split("pids ")[1].split(")")[0].split(", ")]
+    lines = lines_until(launcher, f"epoch   1/{EPOCHS}", timeout=180)
+    pids = worker_pids(lines[0])
     killed_at = time.monotonic()
     os.kill(pids[1], signal.SIGKILL)
     _, err = launcher.communicate(timeout=120)
@@ -164,7 +140,7 @@ def test_a_killed_worker_stops_everything(killed_worker):
     # The chief is stuck in an all-reduce with a dead peer: SIGTERM, then SIGKILL
     # after 5 s (train/distribution/workers.py); 30 s leaves room for a loaded machine.
     assert seconds < 30
-    assert not any(_alive(pid) for pid in pids)  # no orphans
+    assert not any(alive(pid) for pid in pids)  # no orphans
 
 
 def test_the_run_of_a_killed_worker_resumes(killed_worker, trained):
@@ -205,8 +181,8 @@ def test_ctrl_c_stops_every_worker_after_the_same_step(tmp_path):
         [sys.executable, "-m", "train.train", *TINY, *STRATEGIES["workers"], "--epochs", "50",
          "--logdir", str(tmp_path)],
         cwd=REPO, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = _lines_until(launcher, "epoch   1/50", timeout=180)
-    pids = [int(pid) for pid in lines[0].split("pids ")[1].split(")")[0].split(", ")]
+    lines = lines_until(launcher, "epoch   1/50", timeout=180)
+    pids = worker_pids(lines[0])
     launcher.send_signal(signal.SIGINT)
     out, err = launcher.communicate(timeout=60)
     run_dir = only_run(str(tmp_path))
@@ -216,4 +192,4 @@ def test_ctrl_c_stops_every_worker_after_the_same_step(tmp_path):
     assert summary["status"] == "interrupted" and summary["epochs_run"] < 50
     assert f"interrupted after {summary['epochs_run']} finished epochs; continue with" \
            f" python -m train.train --resume {run_dir}" in out
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)

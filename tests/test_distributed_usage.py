@@ -92,3 +92,16 @@ def test_tf_config_places_the_chief_first():
         json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
     )
     assert chief.index == 0 and chief.address == "c:1"
+
+
+def test_more_gpus_than_the_machine_has_is_one_line(tmp_path, capsys, monkeypatch):
+    """On a machine with one GPU, `--devices 2` is refused before any device is set up
+    (this machine has none: TensorFlow is told it has one)."""
+    import tensorflow as tf
+
+    listed = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else listed(kind))
+    err = _refused(["--strategy", "mirrored", "--devices", "2", "--epochs", "1"], tmp_path,
+                   capsys)
+    assert err.endswith("error: --devices 2: this machine has 1 GPU(s)\n")

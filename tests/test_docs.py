@@ -18,9 +18,9 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import textwrap
+
+from tiny_runs import QUIET, run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + sorted(
@@ -217,11 +217,7 @@ def test_every_python_command_in_the_docs_parses(tmp_path):
     commands = [command for command in documented_commands() if command.program == "python"]
     request, answer = tmp_path / "commands.json", tmp_path / "results.json"
     request.write_text(json.dumps([[command.parse, *command.words] for command in commands]))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.run(
-        [sys.executable, "-c", _CHECKER, str(request), str(answer)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    process = run_python("-c", _CHECKER, str(request), str(answer), env=QUIET, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     errors = json.loads(answer.read_text())
     assert len(errors) == len(commands)

@@ -5,8 +5,6 @@ import glob
 import importlib.util
 import io
 import os
-import subprocess
-import sys
 
 import keras
 import matplotlib.image
@@ -19,10 +17,10 @@ from tensorboard.util.tensor_util import make_ndarray
 
 from kbn._event_writer import EventWriter, histogram_buckets, png_size
 from tensorboard_events import scalar_values, tags_by_plugin
+from tiny_runs import run_python
 
 pytestmark = pytest.mark.all_backends
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _png(width, height):
@@ -137,7 +135,6 @@ def test_writing_every_kind_never_imports_tensorflow(tmp_path):
         "    writer.keras_model('{}')\n"
         "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, "KERAS_BACKEND": backend}, timeout=120)
+    done = run_python("-c", script, env={"KERAS_BACKEND": backend}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 1

@@ -6,12 +6,11 @@ half a unit of the last digit (5e-5, plus float64 noise).
 """
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tiny_runs import run_python
 from train import explain
 
 pytestmark = pytest.mark.all_backends
@@ -179,11 +178,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_command_line_exit_status_and_no_traceback():
-    done = subprocess.run(
-        [sys.executable, "-m", "train.explain", "--batch", "8.9,100"],
-        capture_output=True,
-        text=True,
-    )
+    done = run_python("-m", "train.explain", "--batch", "8.9,100")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("python -m train.explain: error: --batch")
     assert done.stdout == ""

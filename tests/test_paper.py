@@ -6,15 +6,16 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
+import matplotlib.axes
 import pytest
 
+from tiny_runs import run_python
 from train import paper
 from train.claims import paper_report
 from train.claims.experiments import EXPERIMENTS, Experiment, Metric, Row
+from train.data.variants import VARIANTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -127,6 +128,25 @@ def test_verdict_rule(a, b, higher, expected):
     assert "of 3 seeds" in sentence
 
 
+def test_experiment_plot_draws_each_row_in_its_variants_registry_colour(tmp_path, monkeypatch):
+    """Guards the one registry: the bars take `variants.VARIANTS[...].color`, not colours
+    of their own (keras was green and renorm too, like kbn)."""
+    drawn = []
+    original = matplotlib.axes.Axes.barh
+
+    def barh(axis, *args, **kwargs):
+        drawn.append(kwargs["color"])
+        return original(axis, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", barh)
+    rows = (Row("k", "keras"), Row("r", "kbn-renorm"), Row("n", "none"))
+    experiment = Experiment(key="T", title="t", claim="c", source="s", rows=rows,
+                            metric=_experiment(True).metric, comparisons=(), epochs=(1, 1))
+    by_cell = {("T", row.label, 1): _fake_job(0.5) for row in rows}
+    paper_report.plot_experiment(experiment, (1,), by_cell, str(tmp_path / "T.png"))
+    assert drawn == [VARIANTS[row.variant].color for row in rows]
+
+
 def test_identical_rows_share_runs_and_quick_leaves_out_full_only_rows():
     jobs, by_cell, skipped = paper.plan(EXPERIMENTS, (1, 2), quick=False)
     assert skipped == {}
@@ -183,11 +203,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
 def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    done = subprocess.run(
-        [sys.executable, "-m", "train.paper", "--quick", "--logdir", str(blocker)],
-        capture_output=True,
-        text=True,
-    )
+    done = run_python("-m", "train.paper", "--quick", "--logdir", str(blocker))
     assert done.returncode == 2
     assert done.stderr.startswith("python -m train.paper: error: cannot create log folder")
     assert "Traceback" not in done.stderr

@@ -10,6 +10,7 @@ import pytest
 from tensorboard_events import scalar_values
 from tiny_runs import only_run, read_run_file
 from train import train as train_command
+from train.run import files
 
 # Momentum gives the optimizer a state of its own that the checkpoint must carry.
 FLAGS = ["--epochs", "4", "--hidden", "8,8", "--lr", "0.1", "--momentum", "0.9", "--bn", "kbn"]
@@ -105,6 +106,18 @@ def test_resumed_metrics_and_summary_continue_the_run(runs):
         step for step, _ in scalar_values(os.path.join(split_dir, "validation"), "epoch_loss")
     )
     assert steps == [0, 1, 2, 3]
+
+
+def test_a_resume_hashes_the_checkpoint_once(whole_run, tmp_path, monkeypatch):
+    """Guards the one check: train.train verifies checkpoint.keras before Keras is
+    imported and hands that on to `runs.load_run`, which used to hash it again."""
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(whole_run, run_dir)  # finished: the resume trains no epoch, saves nothing
+    hashed = []
+    sha256 = files.sha256
+    monkeypatch.setattr(files, "sha256", lambda path: hashed.append(path) or sha256(path))
+    assert train_command.main(["--resume", run_dir]) == 0
+    assert hashed == [os.path.join(run_dir, "checkpoint.keras")]
 
 
 def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path, capsys):

@@ -6,21 +6,18 @@ against one device on the whole batch.
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tiny_runs import QUIET, run_python
 
 WORKER = pathlib.Path(__file__).with_name("mirrored_worker.py")
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(WORKER), "0", "1e4"], capture_output=True,
-                            text=True, timeout=300, env=env)
+    result = run_python(str(WORKER), "0", "1e4", env=QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["replicas"] == 2

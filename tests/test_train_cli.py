@@ -5,20 +5,18 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from tensorboard_events import scalar_values, tags_by_plugin
+from tiny_runs import QUIET, run_python
 from train.run import run_folder
 from train import compare as compare_command
 from train import lr_sweep as lr_sweep_command
 from train import train as train_command
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "5", "--batch-log-every", "5"]
 
 
@@ -209,15 +207,9 @@ def test_read_only_logdir_is_one_line(tmp_path, capsys):
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "train.train", "--lr", "-3", "--logdir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python("-m", "train.train", "--lr", "-3", "--logdir", str(tmp_path), timeout=120)
     assert done.returncode == 2
-    assert done.stderr == "python -m train.train: error: --lr must be > 0 and finite, got -3.0\n"
+    assert done.stderr == "python -m train.train: error: --lr must be > 0, got -3.0\n"
     assert done.stdout == ""
 
 
@@ -270,8 +262,7 @@ def test_ctrl_c_outside_a_run_is_one_line_and_exit_130(tmp_path, module):
         f"sys.argv = ['{module}', '--epochs', '1', '--logdir', {str(tmp_path)!r}]\n"
         f"runpy.run_module('{module}', run_name='__main__')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run_python("-c", code, env=QUIET)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]

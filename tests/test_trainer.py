@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from train.distribution import distributed
 from train.run import signals, trainer
 
 pytestmark = pytest.mark.all_backends
@@ -37,7 +38,7 @@ def _model():
 
 
 SETTINGS = types.SimpleNamespace(batch_size=BATCH, epochs=3, seed=7)
-ONE_PROCESS = types.SimpleNamespace(kind="default")
+ONE_PROCESS = distributed.default()
 
 
 class _Seen(keras.callbacks.Callback):

@@ -1,5 +1,5 @@
-"""One tiny `python -m train.compare`, shared by the test modules that inspect it, and
-readers of a run folder (test helpers)."""
+"""One tiny `python -m train.compare`, shared by the test modules that inspect it, readers
+of a run folder, and `run_python`, a command in a process of its own (test helpers)."""
 
 import contextlib
 import csv
@@ -7,9 +7,15 @@ import glob
 import io
 import json
 import os
+import subprocess
+import sys
 
 from train import compare
 from train.data.variants import COMPARED as VARIANTS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# TensorFlow's start-up noise off, for a child whose stderr a test shows only on failure.
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 TINY_COMPARE = ["--epochs", "2", "--hidden", "8,8", "--shift-every", "6", "--batch-log-every", "6"]
 
@@ -46,3 +52,18 @@ def read_run_file(run_dir, name):
     """A run folder's JSON file as a dict, or its CSV file as a list of rows."""
     with open(os.path.join(run_dir, name)) as f:
         return json.load(f) if name.endswith(".json") else list(csv.DictReader(f))
+
+
+def run_python(*args, env=None, timeout=300):
+    """`python *args` in a new process, from the repository root, its output captured.
+
+    Args:
+        args: What follows `python`: `"-m", "train.train", "--lr", "-3"` or `"-c", code`.
+        env: Variables set on top of this process's environment (e.g. `QUIET`).
+        timeout: Seconds before the child is killed and the test fails.
+
+    Returns:
+        The `subprocess.CompletedProcess`, with stdout and stderr as text.
+    """
+    return subprocess.run([sys.executable, *args], cwd=REPO, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)

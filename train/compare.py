@@ -34,24 +34,16 @@ def main(argv=None):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.compare", args, argv, parser.prog)
-    from train.run import runs  # imports Keras: after the backend is chosen
+    from train.run import series  # imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or run_folder.run_name(data.name, args.model)
-    results = {}
-    for variant in VARIANTS:
-        run_dir = None  # workers other than the chief write nothing
-        if distribution.is_chief:
-            run_dir = run_folder.make_run_dir(
-                args.logdir, args.experiment, f"{run_name}-{variant}", stamp
-            )
-            print(f"--- {variant}: {run_dir}", flush=True)
-        results[variant] = runs.train_variant(args, data, variant, run_dir,
-                                              distribution=distribution)
-        if results[variant].summary["stopped_early"] == "interrupted":
-            break
+    plans = [series.Plan(variant, f"{run_name}-{variant}", variant, args, data)
+             for variant in VARIANTS]
+    results = {done.plan.variant: done.result
+               for done in series.train_in_turn(plans, distribution, stamp)}
     if not distribution.is_chief:
         return distributed.leave(distribution, _status(results))
 

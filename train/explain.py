@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from train.lesson import algorithm1
-from train.options import cli
+from train.options import cli, settings
 from train.options.cli import UsageError, OneLineParser
 from train.reports.numbers import plural
 
@@ -63,9 +63,14 @@ def make_parser():
         metavar="W1,W2,B",
         help="the neuron: z = w1*cgpa + w2*iq + b" + show,
     )
-    parser.add_argument("--epsilon", type=float, default=1e-3, help="BN's ε" + show)
     parser.add_argument(
-        "--momentum", type=float, default=0.99, help="BN's moving-average momentum" + show
+        "--epsilon", type=float, default=settings.DEFAULTS["bn_epsilon"], help="BN's ε" + show
+    )
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        default=settings.DEFAULTS["bn_momentum"],
+        help="BN's moving-average momentum" + show,
     )
     parser.add_argument(
         "--activation",
@@ -96,12 +101,9 @@ def parse(argv=None):
         args.targets = _numbers(args.placed, "--placed", m, "one target per student")
         args.weight_values = _numbers(args.weights, "--weights", 3, "w1,w2,b")
         args.new_student = _numbers(args.student, "--student", 2, "cgpa,iq")
-        _require(
-            math.isfinite(args.epsilon) and args.epsilon > 0,
-            f"--epsilon must be > 0, got {args.epsilon}",
-        )
-        _require(0 <= args.momentum <= 1, f"--momentum must be in [0, 1], got {args.momentum}")
-        _require(math.isfinite(args.lr) and args.lr > 0, f"--lr must be > 0, got {args.lr}")
+        settings.check_value("bn_epsilon", args.epsilon, "--epsilon")
+        settings.check_value("bn_momentum", args.momentum, "--momentum")
+        settings.check_value("lr", args.lr)
         cli.resolve_backend(args)
     except UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

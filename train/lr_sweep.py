@@ -9,6 +9,7 @@ brackets; "never" if not reached, "NaN" if the loss blew up) and writes a PNG
 next to the run folders in <logdir>/<experiment>/.
 """
 
+import argparse
 import os
 import sys
 
@@ -46,32 +47,25 @@ def main(argv=None):
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.lr_sweep", args, argv, parser.prog)
-    from train.run import runs  # imports Keras: after the backend is chosen
+    from train.run import series  # imports Keras: after the backend is chosen
 
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()
     run_name = args.run_name or run_folder.run_name(data.name, args.model)
+    plans = [
+        series.Plan(f"lr {lr:g}, {variant}", f"{run_name}-lr{lr:g}-{variant}", variant,
+                    argparse.Namespace(**{**vars(args), "lr": lr}), data, tag=lr)
+        for lr in rates
+        for variant in variants
+    ]
     results_by_lr = {}
     interrupted = None
-    for lr in rates:
-        args.lr = lr
-        results_by_lr[lr] = {}
-        for variant in variants:
-            run_dir = None  # workers other than the chief write nothing
-            if distribution.is_chief:
-                run_dir = run_folder.make_run_dir(
-                    args.logdir, args.experiment, f"{run_name}-lr{lr:g}-{variant}", stamp
-                )
-                print(f"--- lr {lr:g}, {variant}: {run_dir}", flush=True)
-            result = runs.train_variant(args, data, variant, run_dir, distribution=distribution)
-            results_by_lr[lr][variant] = result
-            if result.summary["stopped_early"] == "interrupted":
-                interrupted = result
-                break
-        if interrupted:
-            del results_by_lr[lr]  # an incomplete row would misalign the table
-            break
+    for done in series.train_in_turn(plans, distribution, stamp):
+        results_by_lr.setdefault(done.plan.tag, {})[done.plan.variant] = done.result
+        if done.interrupted:
+            interrupted = done.result
+            del results_by_lr[done.plan.tag]  # an incomplete row would misalign the table
     status = interrupted.exit_status if interrupted else 0
     if not distribution.is_chief:
         return distributed.leave(distribution, status)

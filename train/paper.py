@@ -16,13 +16,13 @@ own epoch lines go to runs.log in the report folder.
 """
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 import time
 
 from train.options import backend, cli
+from train.options.settings import DEFAULTS
 from train.claims import paper_report
 from train.reports.numbers import plural
 from train.run import run_folder
@@ -60,7 +60,9 @@ class Job:
     @property
     def batch_size(self):
         flags = list(self.flags)
-        return int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else 60
+        if "--batch-size" in flags:
+            return int(flags[flags.index("--batch-size") + 1])
+        return DEFAULTS["batch_size"]
 
     @property
     def cost(self):
@@ -159,15 +161,47 @@ def plan(experiments, seeds, quick):
 
 def run_jobs(jobs, report_dir, log, backend):
     """Trains every job; one progress line each. Returns False if interrupted (Ctrl-C)."""
-    from train.run import runs  # imports Keras: after the backend is chosen
+    from train.run import series  # imports Keras: after the backend is chosen
+
+    total = sum(job.cost for job in jobs)
+    done_cost = 0
+    start = time.perf_counter()
+    plans = _plans(jobs, report_dir, backend)
+    for number, done in enumerate(series.train_in_turn(plans, log=log, keep_going=True), start=1):
+        job, label = done.plan.tag, done.plan.heading
+        job.result = done.result
+        if done.error is not None:  # one failed run must not lose the others
+            job.error = f"{type(done.error).__name__}: {_reason(done.error)}"
+            print(f"{label} failed: {job.error}", file=log, flush=True)
+        done_cost += job.cost
+        elapsed = time.perf_counter() - start
+        left = elapsed / done_cost * (total - done_cost)
+        if job.result is None:
+            outcome = f"FAILED ({job.error[:160]}; see runs.log)"
+        else:
+            summary = job.result.summary
+            outcome = (
+                f"{plural(summary['epochs_run'], 'epoch')},"
+                f" to 0.95: {summary['epochs_to_target'] or 'never'},"
+                f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
+            )
+        print(
+            f"[{number:2d}/{len(jobs)}] {label}: {outcome} ({done.seconds:.0f} s);"
+            f" elapsed {_clock(elapsed)}, about {_clock(left)} left",
+            flush=True,
+        )
+        if done.interrupted:
+            return False
+    return True
+
+
+def _plans(jobs, report_dir, backend):
+    """A `series.Plan` per job, each built when its turn comes; runs with the same data share it."""
+    from train.run import series
 
     parser = cli.make_parser("", experiment="paper", bn_flag=False)
     datasets = {}
-    total = sum(job.cost for job in jobs)
-    done = 0
-    start = time.perf_counter()
-    for number, job in enumerate(jobs, start=1):
-        label = f"{job.experiment.key} {job.row.label}, seed {job.seed}"
+    for job in jobs:
         settings = cli.parse(
             parser,
             [
@@ -182,42 +216,15 @@ def run_jobs(jobs, report_dir, log, backend):
         data_key = tuple(getattr(settings, name) for name in DATA_SETTINGS)
         if data_key not in datasets:
             datasets[data_key] = load_data(settings)
-        run_name = run_folder.run_name(_slug(job.row.label), settings.model, f"seed{job.seed}")
-        run_dir = run_folder.make_run_dir(report_dir, job.experiment.key, run_name)
-        began = time.perf_counter()
-        with contextlib.redirect_stdout(log):
-            print(f"--- {label}: {run_dir}", flush=True)
-            try:
-                job.result = runs.train_variant(
-                    settings,
-                    datasets[data_key],
-                    job.row.variant,
-                    run_dir,
-                    monitor_layers="last" if job.experiment.monitor else None,
-                )
-            except Exception as error:  # one failed run must not lose the others
-                job.error = f"{type(error).__name__}: {_reason(error)}"
-                print(f"{label} failed: {job.error}", flush=True)
-        done += job.cost
-        elapsed = time.perf_counter() - start
-        left = elapsed / done * (total - done)
-        if job.result is None:
-            outcome = f"FAILED ({job.error[:160]}; see runs.log)"
-        else:
-            summary = job.result.summary
-            outcome = (
-                f"{plural(summary['epochs_run'], 'epoch')},"
-                f" to 0.95: {summary['epochs_to_target'] or 'never'},"
-                f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
-            )
-        print(
-            f"[{number:2d}/{len(jobs)}] {label}: {outcome} ({time.perf_counter() - began:.0f} s);"
-            f" elapsed {_clock(elapsed)}, about {_clock(left)} left",
-            flush=True,
+        yield series.Plan(
+            f"{job.experiment.key} {job.row.label}, seed {job.seed}",
+            run_folder.run_name(_slug(job.row.label), settings.model, f"seed{job.seed}"),
+            job.row.variant,
+            settings,
+            datasets[data_key],
+            tag=job,
+            monitor_layers="last" if job.experiment.monitor else None,
         )
-        if job.result is not None and job.result.summary["stopped_early"] == "interrupted":
-            return False
-    return True
 
 
 def make_report_dir(logdir):

@@ -14,12 +14,11 @@ step count; median and range over --seeds.
 """
 
 import argparse
-import math
 import statistics
 import sys
 import time
 
-from train.options import cli
+from train.options import cli, settings
 from train.data.datasets import load_dataset
 from train.reports.numbers import plural
 
@@ -46,7 +45,7 @@ def parse_args(argv):
         _check(all(0 <= m <= 1 for m in args.bn_momentums),
                f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be in [0, 1]")
         _check(args.batch_size >= 2, f"--batch-size must be >= 2, got {args.batch_size}")
-        _check(0 < args.lr < math.inf, f"--lr must be > 0 and finite, got {args.lr}")
+        settings.check_value("lr", args.lr)
         for seed in args.seeds:
             cli.check_seed(seed, "--seeds")
         cli.resolve_backend(args)

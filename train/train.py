@@ -9,6 +9,8 @@
     python -m train.train --strategy mirrored --devices 2        # 2 replicas in this process
     python -m train.train --strategy multi-worker --workers 2    # 2 local worker processes
     python -m train.train --backend jax                          # or KERAS_BACKEND=jax
+    python -m train.train --backend jax --strategy data-parallel --workers 2 \
+        --drop-remainder --validation-split 0.25                 # 2 JAX processes
 
 The run folder (printed at the start) holds TensorBoard events, args.json,
 metrics.csv, summary.json and a checkpoint; see train/run/runs.py. Ctrl-C or
@@ -22,6 +24,7 @@ import os
 import sys
 
 from train.options import cli, explicit
+from train.options.settings import CLUSTER_FLAGS
 from train.distribution import distributed, workers
 from train.reports.numbers import number, plural
 from train.run import run_folder
@@ -33,16 +36,20 @@ def main(argv=None, extra_callbacks=()):
     parser = cli.make_parser(__doc__, experiment="train", resume_flag=True)
     args = cli.parse(parser, argv)
     settings = args
+    checkpoint = None  # a resume's, checked once here (it reads the whole model file)
     try:
         if args.resume:
             explicit.check_resume(parser, argv)
-            epochs_done = run_folder.check_resumable(args.resume)
+            checkpoint = run_folder.check_resumable(args.resume)
+            epochs_done = checkpoint.epochs_done
             settings = run_folder.read_settings(args.resume)
             epochs = explicit.resume_epochs(parser, argv, args, settings, epochs_done)
             if epochs_done >= epochs:
                 print(f"{args.resume} has finished all its {plural(epochs_done, 'epoch')};"
                       " nothing to resume (--epochs N continues it to N epochs in all)")
                 return 0
+            for name in CLUSTER_FLAGS:  # where this process is, not the run's
+                setattr(settings, name, getattr(args, name))
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
         data = load_data(settings)
@@ -62,7 +69,7 @@ def main(argv=None, extra_callbacks=()):
         if args.resume:
             say(f"resuming {args.resume} after epoch {epochs_done}, to epoch {epochs}", flush=True)
             result = runs.resume(args.resume, data, extra_callbacks, distribution=distribution,
-                                 writes=distribution.is_chief)
+                                 writes=distribution.is_chief, checkpoint=checkpoint)
         else:
             run_dir = None
             if distribution.is_chief:

@@ -19,7 +19,8 @@ matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from train.reports import plots, report# noqa: E402
+from train.data.variants import VARIANTS  # noqa: E402
+from train.reports import plots, report  # noqa: E402
 from train.reports.numbers import number, plural  # noqa: E402
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
@@ -103,8 +104,8 @@ def plot_experiment(experiment, seeds, by_cell, path):
         found = values(experiment, row, seeds, by_cell)
         numbers = [v for v in found.values() if v is not None]
         if numbers:
-            axis.barh(index, sum(numbers) / len(numbers), color="tab:green" if row.variant != "none"
-                      else "tab:red", alpha=0.35)
+            axis.barh(index, sum(numbers) / len(numbers), color=VARIANTS[row.variant].color,
+                      alpha=0.35)
         axis.scatter(numbers, [index] * len(numbers), color="black", zorder=3, s=18)
         missing = len(found) - len(numbers)
         if missing:

@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 
 from train.distribution import distributed
+from train.options.settings import UsageError, check_value
 
 # The files `keras.datasets` downloads, at the same places in Keras's cache
 # (<cache_dir>/datasets/...), so a file Keras already fetched is used as is.
@@ -356,8 +357,10 @@ def _encode_labels(y, y_val):
 
 def _stratified_split(x, y, fraction, seed):
     """Holds out `fraction` of every class, chosen by the seed."""
-    if not 0.0 < fraction < 1.0:
-        raise DatasetError(f"--validation-split must be in (0, 1), got {fraction}")
+    try:
+        check_value("validation_split", fraction)  # for callers that skipped the flags' check
+    except UsageError as error:
+        raise DatasetError(str(error)) from None
     rng = np.random.default_rng(seed)
     val_index = []
     for label in np.unique(y):

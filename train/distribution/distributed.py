@@ -15,13 +15,18 @@
     multi-worker  one replica per worker process (MultiWorkerMirroredStrategy).
                   `TF_CONFIG` names the cluster and this process's task; without
                   it, `--workers N` starts N local workers (train/distribution/workers.py).
-    data-parallel JAX: `--devices N` replicas in this process, Keras 3's own
-                  `keras.distribution.DataParallel` (N GPUs, or N virtual CPU
-                  devices: XLA_FLAGS=--xla_force_host_platform_device_count=N,
-                  set before JAX is imported). A batch is one global array
-                  sharded over the devices, so batch norm always normalizes with
-                  the global batch's statistics, and every batch must split
-                  evenly (`--drop-remainder` skips an uneven last one).
+    data-parallel JAX: Keras 3's own `keras.distribution.DataParallel`, either
+                  `--devices N` replicas in this process (N GPUs, or N virtual
+                  CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N,
+                  set before JAX is imported), or one process per machine
+                  joined by `jax.distributed.initialize`: `--coordinator
+                  HOST:PORT --num-processes N --process-id I`, or `--workers N`
+                  local processes on 127.0.0.1 (train/distribution/workers.py).
+                  Every process uses all its devices. A batch is one global
+                  array sharded over all devices, so batch norm always
+                  normalizes with the global batch's statistics, and every
+                  batch must split evenly (`--drop-remainder` skips an uneven
+                  last one).
 
 The global batch. `--batch-size` is the global batch B. Step s of an epoch
 takes the samples order[s·B : (s+1)·B] of that epoch's order, exactly as one
@@ -38,6 +43,9 @@ too). The optimizer sums the replicas' gradients (Keras 3 all-reduces them in
   30 samples over 4 replicas: 8, 8, 7, 7) weights a sample of a shorter slice
   slightly more than the one-process step does;
 - data-parallel (JAX): one global array, one mean: every batch must split evenly.
+  Under several processes each one feeds its contiguous share of every global
+  batch (`Distribution.part`), and JAX assembles the global array from the
+  shares in process order: the same batch, the same order.
 
 With synchronized batch norm the forward pass is the single-process one too
 (the statistics are those of the whole global batch); without it each replica
@@ -49,9 +57,11 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import socket
 import sys
+import time
 
 import numpy as np
 
@@ -62,6 +72,10 @@ ENGINES = {"mirrored": "tensorflow", "multi-worker": "tensorflow", "data-paralle
 # What one process is in a multi-worker cluster: its place in the replica
 # order (the chief first) and the number of workers.
 Task = collections.namedtuple("Task", "index workers address")
+
+# How long a JAX process waits for the coordinator and all its peers to join
+# (--join-timeout; jax.distributed.initialize's initialization_timeout).
+JOIN_TIMEOUT_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +88,8 @@ class Distribution:
             strategy (one process, one device, on any backend).
         worker: This process's index among the workers; 0 is the chief,
             the only one that writes the run folder.
-        workers: Number of worker processes (1 unless multi-worker).
+        workers: Number of worker processes (1 unless multi-worker, or
+            data-parallel over several processes).
     """
 
     kind: str
@@ -89,6 +104,22 @@ class Distribution:
     @property
     def is_chief(self):
         return self.worker == 0
+
+    @property
+    def in_lockstep(self):
+        """Whether every process must run every callback: under JAX's global arrays
+        a model call, `evaluate` or `save` is a collective of all processes, so the
+        other processes write to a private scratch folder what the chief writes to
+        the run folder (tf.distribute's workers run no callbacks at all)."""
+        return self.kind == "data-parallel" and self.workers > 1
+
+    def part(self, index):
+        """This process's share of a global batch's sample indices `index`: the
+        contiguous slice it feeds (all of them in one process). Under TensorFlow's
+        strategies one process feeds every replica (`split`), so this is for JAX."""
+        if not self.in_lockstep:
+            return index
+        return np.array_split(np.asarray(index), self.workers)[self.worker]
 
     def scope(self):
         """Variables created inside (model, optimizer) are mirrored on every replica."""
@@ -122,6 +153,12 @@ class Distribution:
         worker (a collective: every worker must call it at the same point)."""
         if self.workers == 1:
             return tuple(bool(flag) for flag in flags)
+        if self.in_lockstep:
+            from jax.experimental import multihost_utils
+
+            every = multihost_utils.process_allgather(np.array([float(f) for f in flags]))
+            return tuple(bool(total > 0) for total in np.asarray(every).reshape(-1, len(flags))
+                         .sum(axis=0))
         import tensorflow as tf
 
         values = tf.constant([float(flag) for flag in flags])
@@ -159,6 +196,8 @@ def resolve(settings):
     elif settings.strategy == "multi-worker":
         config = os.environ.get("TF_CONFIG")
         settings.replicas = parse_tf_config(config).workers if config else settings.workers
+    elif settings.strategy == "data-parallel":
+        settings.replicas = _processes(settings) or settings.devices or 1
     else:
         settings.replicas = 1
     return settings
@@ -184,7 +223,12 @@ def check(settings):
             f"--devices needs --strategy mirrored or data-parallel (got --strategy {kind})"
         )
     if settings.workers is not None and kind != "multi-worker":
-        raise ValueError(f"--workers needs --strategy multi-worker (got --strategy {kind})")
+        raise ValueError("--workers needs --strategy multi-worker or data-parallel"
+                         f" (got --strategy {kind})")
+    for flag, value in {**_cluster_flags(settings),
+                        "--join-timeout": getattr(settings, "join_timeout", None)}.items():
+        if value is not None:
+            raise ValueError(f"{flag} needs --strategy data-parallel (got --strategy {kind})")
     if kind == "default" and settings.bn_sync:
         raise ValueError(
             "--bn-sync needs a strategy with several replicas (--strategy default has one)"
@@ -220,19 +264,78 @@ def check(settings):
 
 
 def _check_data_parallel(settings):
-    if settings.workers is not None:
-        raise ValueError("--workers with --strategy data-parallel: not available yet (one"
-                         " process: --devices N)")
-    if settings.devices is None or settings.devices < 1:
-        raise ValueError("--strategy data-parallel needs --devices N (N >= 1 replicas)")
     if settings.bn_sync is False:
         raise ValueError("--no-bn-sync: under JAX data parallelism a batch is one global array,"
                          " so batch norm always uses the global batch's statistics")
-    settings.bn_sync, settings.replicas = True, settings.devices
+    settings.bn_sync = True
+    processes = _check_processes(settings)
+    if processes:
+        if settings.devices is not None:
+            raise ValueError(f"--devices {settings.devices} with several processes: every"
+                             " process uses all its devices (--devices is for one process)")
+        settings.replicas = processes  # one CPU device each; start() counts GPUs
+        what = _replicas_flag(settings)
+    else:
+        if settings.devices is None or settings.devices < 1:
+            raise ValueError("--strategy data-parallel needs --devices N (N >= 1 replicas in"
+                             " this process), or --workers N (local processes)")
+        settings.replicas = settings.devices
+        what = f"--devices {settings.devices}"
     if settings.batch_size % settings.replicas:
         raise ValueError(f"--batch-size {settings.batch_size} does not split evenly over"
-                         f" --devices {settings.devices} (JAX shards a batch evenly)")
-    _virtual_cpu_devices(settings.devices)
+                         f" {what} (JAX shards a batch evenly)")
+    if not processes:
+        _virtual_cpu_devices(settings.devices)
+
+
+def _cluster_flags(settings):
+    """The flags that place a JAX process in a cluster (not settings of the run)."""
+    return {flag: getattr(settings, flag[2:].replace("-", "_"), None)
+            for flag in ("--coordinator", "--num-processes", "--process-id")}
+
+
+def _processes(settings):
+    """How many JAX processes the run spans (0: one process, no cluster)."""
+    if getattr(settings, "coordinator", None):
+        return settings.num_processes
+    return settings.workers or 0
+
+
+def _check_processes(settings):
+    """Checks --workers or --coordinator/--num-processes/--process-id; returns the
+    number of processes (0 for one process)."""
+    cluster = _cluster_flags(settings)
+    given = [flag for flag, value in cluster.items() if value is not None]
+    timeout = getattr(settings, "join_timeout", None)
+    if timeout is not None and (not (given or settings.workers) or timeout <= 0):
+        raise ValueError(f"--join-timeout {timeout:g}: needs several processes (--workers N or"
+                         " --coordinator ...) and a time > 0")
+    if not given:
+        if settings.workers is not None and settings.workers < 2:
+            raise ValueError(f"--workers must be >= 2, got {settings.workers} (one process:"
+                             " --devices N)")
+        return settings.workers or 0
+    if len(given) < 3:
+        missing = [flag for flag in cluster if flag not in given]
+        raise ValueError(f"{given[0]} needs {' and '.join(missing)} too (a JAX cluster:"
+                         " --coordinator HOST:PORT --num-processes N --process-id I)")
+    count, index = settings.num_processes, settings.process_id
+    if count < 2:
+        raise ValueError(f"--num-processes must be >= 2, got {count} (one process: --devices N)")
+    if not 0 <= index < count:
+        raise ValueError(f"--process-id must be in [0, {count - 1}], got {index}")
+    if settings.workers is not None and settings.workers != count:
+        raise ValueError(f"--workers {settings.workers} but --num-processes {count}")
+    host, port = _address(settings.coordinator, "--coordinator")
+    try:
+        socket.getaddrinfo(host, port)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise ValueError(f"--coordinator {settings.coordinator}: unknown host {host!r}"
+                         f" ({reason})") from None
+    if index == 0:  # process 0 runs the coordinator service on that port
+        _check_port_free(settings.coordinator, "--coordinator")
+    return count
 
 
 def _virtual_cpu_devices(count):
@@ -265,12 +368,24 @@ def check_batches(settings, samples, what):
         if what == "training":
             advice = "add --drop-remainder, or " + advice
         raise ValueError(f"--strategy data-parallel: the {samples} {what} samples leave a last"
-                         f" batch of {last}, which does not split evenly over --devices"
-                         f" {settings.replicas} (JAX shards a batch evenly): {advice}")
+                         f" batch of {last}, which does not split evenly over"
+                         f" {_replicas_flag(settings)} (JAX shards a batch evenly): {advice}")
+
+
+def _replicas_flag(settings):
+    """The flag that set a data-parallel run's replicas, with its value."""
+    if settings.devices:
+        return f"--devices {settings.devices}"
+    if getattr(settings, "coordinator", None):
+        return f"--num-processes {settings.num_processes}"
+    return f"--workers {settings.workers}"
 
 
 def needs_local_workers(settings):
-    """Whether this command must start its own worker processes (multi-worker, no TF_CONFIG)."""
+    """Whether this command must start its own worker processes: multi-worker
+    without TF_CONFIG, data-parallel with --workers and no --coordinator."""
+    if settings.strategy == "data-parallel":
+        return bool(settings.workers) and not getattr(settings, "coordinator", None)
     return settings.strategy == "multi-worker" and not os.environ.get("TF_CONFIG")
 
 
@@ -281,7 +396,16 @@ def start(settings):
     if kind == "default":
         return default()
     if kind == "data-parallel":
-        return Distribution(kind, _KerasDataParallel(settings.devices))
+        if not _processes(settings):
+            return Distribution(kind, _KerasDataParallel(settings.devices))
+        _join_jax_cluster(settings)
+        strategy = _KerasDataParallel(None)
+        if settings.batch_size % strategy.num_replicas_in_sync:
+            raise ValueError(f"--batch-size {settings.batch_size} does not split evenly over"
+                             f" the cluster's {strategy.num_replicas_in_sync} devices")
+        settings.replicas = strategy.num_replicas_in_sync
+        return Distribution(kind, strategy, worker=settings.process_id,
+                            workers=settings.num_processes)
     import tensorflow as tf
 
     if kind == "mirrored":
@@ -295,20 +419,52 @@ def start(settings):
     return Distribution(kind, strategy, worker=task.index, workers=task.workers)
 
 
+def _join_jax_cluster(settings):
+    """`jax.distributed.initialize` for this process, with CPU collectives over gloo.
+
+    JAX aborts the process (no exception) when its coordinator does not answer in
+    time, so a process other than 0 first waits here until something listens on
+    the coordinator's port: a coordinator that never comes up is one line. A peer
+    that never joins still ends in JAX's own abort after the timeout.
+    """
+    import jax
+
+    timeout = getattr(settings, "join_timeout", None) or JOIN_TIMEOUT_SECONDS
+    if settings.process_id != 0:
+        _wait_for_listener(settings.coordinator, timeout)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=settings.coordinator,
+            num_processes=settings.num_processes,
+            process_id=settings.process_id,
+            initialization_timeout=int(math.ceil(timeout)),
+        )
+    except Exception as error:  # JAX raises XlaRuntimeError/RuntimeError/ValueError
+        text = str(error).strip().splitlines()
+        raise ValueError(f"--coordinator {settings.coordinator}: process"
+                         f" {settings.process_id} of {settings.num_processes} could not join"
+                         f" the cluster ({text[0][:200] if text else type(error).__name__})"
+                         ) from None
+
+
 class _KerasDataParallel:
-    """`keras.distribution.DataParallel` over `count` devices, set for the whole process,
-    with the two things `Distribution` asks of a strategy."""
+    """`keras.distribution.DataParallel` over `count` devices (None: every device of
+    every process), set for the whole process, with the two things `Distribution`
+    asks of a strategy."""
 
     def __init__(self, count):
         import keras
 
         devices = keras.distribution.list_devices()
-        if len(devices) < count:
+        if count is not None and len(devices) < count:
             raise ValueError(f"--devices {count}: this machine has {len(devices)}"
                              f" ({', '.join(devices)})")
-        self.distribution = keras.distribution.DataParallel(devices=devices[:count])
+        # Under several processes each one feeds its own share of a batch (Distribution.part).
+        self.distribution = keras.distribution.DataParallel(
+            devices=devices[:count] if count else devices, auto_shard_dataset=False)
         keras.distribution.set_distribution(self.distribution)
-        self.num_replicas_in_sync = count
+        self.num_replicas_in_sync = count or len(devices)
 
     def scope(self):
         return self.distribution.scope()
@@ -374,8 +530,8 @@ def leave(distribution, status):
     finished worker would linger up to 30 s (10-12 s measured here). Every
     file is closed by now, so the process exits without that wait.
     """
-    if distribution.workers == 1:
-        return status
+    if distribution.workers == 1 or distribution.in_lockstep:
+        return status  # JAX's processes meet at its shutdown barrier as they exit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -396,10 +552,31 @@ def free_ports(count):
 
 
 def _port(address):
+    return _address(address, "TF_CONFIG: address")[1]
+
+
+def _address(address, what):
+    """'host:port' → (host, port); raises ValueError naming `what`."""
     host, _, port = str(address).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"TF_CONFIG: address {address!r} is not host:port")
-    return int(port)
+        raise ValueError(f"{what} {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _wait_for_listener(address, timeout):
+    """Returns once a TCP connection to `address` succeeds; ValueError after `timeout` s."""
+    host, port = _address(address, "--coordinator")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ValueError(f"--coordinator {address}: nothing answered there in"
+                                 f" {timeout:g} s ({error.strerror or error}); start process 0"
+                                 " first, or raise --join-timeout") from None
+            time.sleep(0.2)
 
 
 def _check_port_free(address, what):

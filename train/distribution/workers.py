@@ -1,14 +1,17 @@
-"""Runs one command as N local worker processes of a multi-worker cluster.
+"""Runs one command as N local worker processes of a cluster.
 
     status = workers.launch("train.train", settings, argv, "python -m train.train")
 
-`--strategy multi-worker --workers N` without TF_CONFIG comes here. This
-process trains nothing: it picks N free ports on 127.0.0.1, starts N copies of
-the same command, each with a TF_CONFIG naming the cluster and its own task
-(worker 0 is the chief: its output is shown and it writes the run folders),
-and waits for them. The workers' stderr goes to files; the chief's is shown
-once it ends well, and after a failure the one line quotes the failed
-worker's last message (a traceback would bury the line that matters).
+`--workers N` without a cluster of the user's comes here: `--strategy
+multi-worker` without TF_CONFIG, `--strategy data-parallel` without
+--coordinator. This process trains nothing: it picks free ports on 127.0.0.1,
+starts N copies of the same command, each told the cluster and its own place in
+it (tf.distribute: a TF_CONFIG naming N ports and its task; JAX: `--coordinator
+127.0.0.1:PORT --num-processes N --process-id I`; worker 0 is the chief: its
+output is shown and it writes the run folders), and waits for them. The
+workers' stderr goes to files; the chief's is shown once it ends well, and
+after a failure the one line quotes the failed worker's last message (a
+traceback would bury the line that matters).
 
 It stops them all, and leaves no process behind:
 - Ctrl-C or SIGTERM here is forwarded once to every worker; they stop together
@@ -60,21 +63,19 @@ def launch(module, settings, argv, prog, resume=None):
         resume: The run folder being resumed, if any.
     """
     count = settings.workers
-    ports = distributed.free_ports(count)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    places, where = _places(settings.strategy, count)
     stamp = run_folder.timestamp()
     command = [sys.executable, "-m", module, *argv, "--stamp", stamp]
     log_dir = tempfile.mkdtemp(prefix="kbn-workers-")
     processes, stop, failure = [], signals.StopRequest(), None
     try:
-        for index in range(count):
-            task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            env = {**os.environ, "TF_CONFIG": json.dumps(task)}
+        for index, (flags, variables) in enumerate(places):
+            env = {**os.environ, **variables}
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             with open(os.path.join(log_dir, f"worker-{index}.stderr"), "wb") as stderr:
                 processes.append(
                     subprocess.Popen(
-                        command,
+                        [*command, *flags],
                         env=env,
                         stdout=None if index == 0 else subprocess.DEVNULL,
                         stderr=stderr,
@@ -83,7 +84,7 @@ def launch(module, settings, argv, prog, resume=None):
                     )
                 )
         print(
-            f"{prog}: {count} workers on 127.0.0.1 (ports {', '.join(map(str, ports))};"
+            f"{prog}: {count} workers on 127.0.0.1 ({where};"
             f" pids {', '.join(str(p.pid) for p in processes)}); worker 0 is the chief",
             flush=True,
         )
@@ -114,12 +115,30 @@ def launch(module, settings, argv, prog, resume=None):
     return stop.exit_status if stop.requested else 1
 
 
+def _places(strategy, count):
+    """Each worker's extra flags and environment, and a few words on the cluster."""
+    if strategy == "data-parallel":
+        (port,) = distributed.free_ports(1)
+        address = f"127.0.0.1:{port}"
+        places = [(["--coordinator", address, "--num-processes", str(count),
+                    "--process-id", str(index)], {}) for index in range(count)]
+        return places, f"JAX coordinator {address}"
+    ports = distributed.free_ports(count)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    places = [([], {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                              "task": {"type": "worker", "index": index}})})
+              for index in range(count)]
+    return places, f"ports {', '.join(map(str, ports))}"
+
+
 def _wait(processes, stop, log_dir):
     """Waits for every worker (see the module docstring); returns a failure line or None."""
     first_exit = signal_sent = None
     failure = None
     try:
-        while any(process.poll() is None for process in processes):
+        # Every worker polled each time (`any` over a generator would stop at the first
+        # running one and never notice a later worker's death).
+        while not all([process.poll() is not None for process in processes]):
             now = time.monotonic()
             if stop.requested and signal_sent is None:
                 signal_sent = now

@@ -4,8 +4,10 @@
     parser = cli.make_parser(__doc__, bn_flag=True, experiment="train")
     args = cli.parse(parser, argv)        # bad values: one line on stderr, exit 2
 
-Every check runs before any data is loaded or any model trained; a failure
-is one line on stderr (no traceback) and exit status 2.
+The defaults and the range checks are the settings' (train/options/settings.py);
+here are the flags, and the checks of paths, data and strategy. Every check runs
+before any data is loaded or any model trained; a failure is one line on stderr
+(no traceback) and exit status 2.
 """
 
 import argparse
@@ -16,16 +18,13 @@ import tempfile
 
 from train.distribution import distributed
 from train.data.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
-from train.options import backend
+from train.options import backend, settings
+from train.options.settings import DEFAULTS, UsageError
 from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 # NumPy's seeds (keras.utils.set_random_seed seeds NumPy too) are 0 … 2**32 − 1.
 SEED_LIMIT = 2**32
-
-
-class UsageError(Exception):
-    """A bad flag value or unusable path; the message is one line for the user."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,7 +46,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
-        default="digits",
+        default=DEFAULTS["dataset"],
         choices=DATASETS,
         metavar="NAME",
         help="; ".join(f"{name}: {text}" for name, text in DATASET_HELP.items()) + show,
@@ -64,7 +63,7 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
     data.add_argument(
         "--input-norm",
-        default="auto",
+        default=DEFAULTS["input_norm"],
         choices=INPUT_NORMS,
         help="unit: images / pixel range, tables min-max to [0, 1]; standard: every feature to "
         "mean 0, std 1 (training-split statistics); auto: unit for images, standard for "
@@ -73,41 +72,51 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     data.add_argument(
         "--validation-split",
         type=float,
-        default=0.2,
+        default=DEFAULTS["validation_split"],
         metavar="F",
         help="fraction held out (fixed by --seed) when the data has no test split" + show,
     )
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", default="mlp", choices=variants.MODELS, help="architecture" + show
+        "--model", default=DEFAULTS["model"], choices=variants.MODELS, help="architecture" + show
     )
     model.add_argument(
         "--hidden",
-        default="100,100,100",
+        default=DEFAULTS["hidden"],
         metavar="W,W,...",
         help="mlp: hidden layer widths; cnn: conv filters" + show,
     )
-    model.add_argument("--activation", default="sigmoid", help="hidden non-linearity" + show)
+    model.add_argument(
+        "--activation", default=DEFAULTS["activation"], help="hidden non-linearity" + show
+    )
 
     bn = parser.add_argument_group("batch norm")
     if bn_flag:
         bn.add_argument(
             "--bn",
-            default="kbn",
+            default=DEFAULTS["bn"],
             choices=variants.NAMES,
             help="; ".join(f"{v.name}: {v.label}" for v in variants.VARIANTS.values()) + show,
         )
     bn.add_argument(
         "--bn-position",
-        default="before",
+        default=DEFAULTS["bn_position"],
         choices=variants.BN_POSITIONS,
         help="BN before the non-linearity (paper) or after it" + show,
     )
     bn.add_argument(
-        "--bn-momentum", type=float, default=0.99, help="moving-average momentum" + show
+        "--bn-momentum",
+        type=float,
+        default=DEFAULTS["bn_momentum"],
+        help="moving-average momentum" + show,
     )
-    bn.add_argument("--bn-epsilon", type=float, default=1e-3, help="added to the variance" + show)
+    bn.add_argument(
+        "--bn-epsilon",
+        type=float,
+        default=DEFAULTS["bn_epsilon"],
+        help="added to the variance" + show,
+    )
     bn.add_argument(
         "--bn-sync",
         action=argparse.BooleanOptionalAction,
@@ -124,18 +133,25 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
 
     optimization = parser.add_argument_group("optimization")
-    optimization.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help=show.strip())
-    optimization.add_argument("--lr", type=float, default=1.0, help="learning rate" + show)
     optimization.add_argument(
-        "--momentum", type=float, default=0.0, help="SGD momentum (not BN's)" + show
+        "--optimizer", default=DEFAULTS["optimizer"], choices=OPTIMIZERS, help=show.strip()
+    )
+    optimization.add_argument(
+        "--lr", type=float, default=DEFAULTS["lr"], help="learning rate" + show
+    )
+    optimization.add_argument(
+        "--momentum",
+        type=float,
+        default=DEFAULTS["momentum"],
+        help="SGD momentum (not BN's)" + show,
     )
     optimization.add_argument(
         "--batch-size",
         type=int,
-        default=60,
+        default=DEFAULTS["batch_size"],
         help="the global batch: all replicas together, under any --strategy" + show,
     )
-    optimization.add_argument("--epochs", type=int, default=60, help=show.strip())
+    optimization.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=show.strip())
     optimization.add_argument(
         "--drop-remainder",
         action="store_true",
@@ -145,26 +161,27 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     optimization.add_argument(
         "--seed",
         type=int,
-        default=1,
+        default=DEFAULTS["seed"],
         help="fixes initial weights, data order and validation split" + show,
     )
     optimization.add_argument(
         "--target-accuracy",
         type=float,
-        default=0.95,
+        default=DEFAULTS["target_accuracy"],
         help="validation accuracy that counts as converged" + show,
     )
 
     distribution = parser.add_argument_group("distribution (see docs/distributed.md)")
     distribution.add_argument(
         "--strategy",
-        default="default",
+        default=DEFAULTS["strategy"],
         choices=distributed.STRATEGIES,
         help="default: one process, one device; mirrored (TensorFlow): --devices N replicas in "
         "this process; multi-worker (TensorFlow): one replica per worker process (--workers N "
         "local processes, or the cluster TF_CONFIG names); data-parallel (JAX: "
-        "keras.distribution.DataParallel): --devices N; --batch-size stays the global batch"
-        + show,
+        "keras.distribution.DataParallel): --devices N in this process, or several processes "
+        "(--workers N, or --coordinator/--num-processes/--process-id); --batch-size stays the "
+        "global batch" + show,
     )
     distribution.add_argument(
         "--devices",
@@ -177,14 +194,39 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         "--workers",
         type=int,
         metavar="N",
-        help="multi-worker without TF_CONFIG: start N worker processes on 127.0.0.1",
+        help="multi-worker without TF_CONFIG, data-parallel without --coordinator: start N "
+        "worker processes on 127.0.0.1",
+    )
+    distribution.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="data-parallel on several machines: process 0's address, where "
+        "jax.distributed.initialize's coordinator listens (with --num-processes, --process-id; "
+        "give them again with --resume)",
+    )
+    distribution.add_argument(
+        "--num-processes", type=int, metavar="N", help="data-parallel: processes in the cluster"
+    )
+    distribution.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help="data-parallel: this process's index, 0 … N-1; process 0 is the chief, which "
+        "writes the run folder",
+    )
+    distribution.add_argument(
+        "--join-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="data-parallel on several processes: how long to wait for the coordinator and "
+        f"every process to join (default: {distributed.JOIN_TIMEOUT_SECONDS})",
     )
     add_backend_flag(parser)
     # Set by train/distribution/workers.py for the processes it starts: the run folders' time stamp.
     parser.add_argument("--stamp", help=argparse.SUPPRESS)
 
     logging = parser.add_argument_group("logging")
-    logging.add_argument("--logdir", default="logs", help="root of all runs" + show)
+    logging.add_argument("--logdir", default=DEFAULTS["logdir"], help="root of all runs" + show)
     logging.add_argument(
         "--experiment",
         default=experiment,
@@ -197,14 +239,14 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     logging.add_argument(
         "--shift-every",
         type=int,
-        default=20,
+        default=DEFAULTS["shift_every"],
         metavar="STEPS",
         help="log the last hidden layer's activation input every STEPS steps" + show,
     )
     logging.add_argument(
         "--batch-log-every",
         type=int,
-        default=10,
+        default=DEFAULTS["batch_log_every"],
         metavar="STEPS",
         help="batch-level TensorBoard scalars every STEPS steps" + show,
     )
@@ -286,34 +328,8 @@ def check(args):
             raise UsageError(f"--resume {args.resume}: not a run folder (no args.json)")
         return
 
-    try:
-        args.hidden_widths = tuple(int(width) for width in args.hidden.split(","))
-    except ValueError:
-        raise UsageError(f"--hidden {args.hidden!r}: expected widths like 100,100,100") from None
-    _require(
-        all(width > 0 for width in args.hidden_widths),
-        f"--hidden {args.hidden!r}: widths must be > 0",
-    )
-    _require(0 < args.lr < math.inf, f"--lr must be > 0 and finite, got {args.lr}")
-    _require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    _require(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
-    _require(0 <= args.momentum <= 1, f"--momentum must be in [0, 1], got {args.momentum}")
-    _require(0 <= args.bn_momentum <= 1, f"--bn-momentum must be in [0, 1], got {args.bn_momentum}")
-    _require(0 < args.bn_epsilon < math.inf,
-             f"--bn-epsilon must be > 0 and finite, got {args.bn_epsilon}")
+    settings.check(args)
     check_seed(args.seed)
-    _require(
-        0 < args.target_accuracy <= 1,
-        f"--target-accuracy must be in (0, 1], got {args.target_accuracy}",
-    )
-    _require(
-        0 < args.validation_split < 1,
-        f"--validation-split must be in (0, 1), got {args.validation_split}",
-    )
-    _require(args.shift_every >= 1, f"--shift-every must be >= 1, got {args.shift_every}")
-    _require(
-        args.batch_log_every >= 1, f"--batch-log-every must be >= 1, got {args.batch_log_every}"
-    )
     if args.data:
         _require(
             os.path.isfile(args.data) and os.access(args.data, os.R_OK),

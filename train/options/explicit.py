@@ -16,12 +16,13 @@ or written.
 
 import argparse
 
-from train.options.cli import UsageError
+from train.options.settings import CLUSTER_FLAGS, UsageError
 from train.reports.numbers import plural
 
-# Destinations that --resume takes: itself, the new total, the run's own backend, and the
-# time stamp train/distribution/workers.py adds for the worker processes it starts.
-TAKEN = ("resume", "epochs", "backend", "stamp")
+# Destinations that --resume takes: itself, the new total, the run's own backend, the
+# time stamp train/distribution/workers.py adds for the worker processes it starts, and
+# where this process sits in a JAX cluster (given again on a resume, like TF_CONFIG).
+TAKEN = ("resume", "epochs", "backend", "stamp", *CLUSTER_FLAGS)
 
 
 def given(parser, argv):

@@ -33,10 +33,19 @@ from train.reports.numbers import number
 GAP_POINTS = 5.0
 
 
-def inference_metrics(model, x, y, batch_size):
+def inference_metrics(model, x, y, batch_size, part=None):
     """Loss and accuracy on (x, y) in inference mode: Keras's `evaluate` with the metric
-    the model is compiled with, the numbers `fit` logs as val_loss and val_accuracy."""
-    results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    the model is compiled with, the numbers `fit` logs as val_loss and val_accuracy.
+
+    `part`: under JAX over several processes, this process's share of a batch
+    (`Distribution.part`); every process calls this with the same (x, y).
+    """
+    if part is None:
+        results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    else:
+        from train.run.trainer import Batches
+
+        results = model.evaluate(Batches(x, y, batch_size, part), verbose=0, return_dict=True)
     return results["loss"], results["accuracy"]
 
 
@@ -79,17 +88,18 @@ def make_replicas_agree(model):
         variable.assign(keras.ops.convert_to_numpy(variable))
 
 
-def after_training(model, data, args, label):
+def after_training(model, data, args, label, part=None):
     """The gap check and, with `args.recalibrate`, the recalibration; returns summary entries.
 
     Prints one line when the gap exceeds `GAP_POINTS`, and one line with the
-    recalibrated numbers.
+    recalibrated numbers. `part`: see `inference_metrics` (the other checks call
+    the model on whole batches, which every process computes alike).
     """
     spread = replica_spread(model)
     if spread > 0:
-        _, per_replica = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
+        _, per_replica = inference_metrics(model, data.x_val, data.y_val, args.batch_size, part)
         make_replicas_agree(model)
-    loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
+    loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size, part)
     if spread > 0 and per_replica != accuracy:
         print(f"[{label}] validation accuracy with the moving averages: {number(accuracy)} as"
               f" checkpoint.keras keeps them (replica 0's), {number(per_replica)} with each"
@@ -117,7 +127,7 @@ def after_training(model, data, args, label):
         except ValueError as error:
             print(f"[{label}] --recalibrate skipped: {error}", flush=True)
             return entries
-        loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size)
+        loss, accuracy = inference_metrics(model, data.x_val, data.y_val, args.batch_size, part)
         entries.update(val_accuracy_recalibrated=accuracy, val_loss_recalibrated=loss)
         print(f"[{label}] recalibrated: validation accuracy {number(entries['val_accuracy_ema'])}"
               f" → {number(accuracy)}, loss {number(entries['val_loss_ema'])} → {number(loss)}",

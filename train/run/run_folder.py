@@ -3,7 +3,7 @@
     from train.run import run_folder
     run_dir = run_folder.make_run_dir("logs", "train", "digits-kbn")
     settings = run_folder.read_settings(run_dir)         # args.json, as the run saw it
-    epochs_done = run_folder.check_resumable(run_dir)    # RunFolderError: one line
+    checkpoint = run_folder.check_resumable(run_dir)     # RunFolderError: one line
 
 A run folder `<logdir>/<experiment>/<YYYYmmdd-HHMMSS>-<run-name>/` holds
     train/, validation/   TensorBoard events: epoch and batch scalars, weight
@@ -21,27 +21,28 @@ it describes is complete, and metrics.csv always has that epoch's row. A run
 killed at any moment therefore resumes from its last finished epoch.
 """
 
-import argparse
 import csv
 import json
 import os
 import time
+import typing
 import zipfile
 
+from train.options import settings
 from train.run import files
-
-# Settings of runs saved before a setting existed: what those runs did.
-SETTING_DEFAULTS = {"backend": "tensorflow", "strategy": "default", "devices": None,
-                    "workers": None, "bn_sync": False, "replicas": 1, "drop_remainder": False}
-
-# Command-line values that are not settings of the run.
-NOT_SETTINGS = ("hidden_widths", "stamp", "resume")
 
 CHECKPOINT = "checkpoint.keras"
 
 
 class RunFolderError(Exception):
     """A run folder cannot be resumed; the message is one line for the user."""
+
+
+class Checkpoint(typing.NamedTuple):
+    """A checkpoint that `check_resumable` found complete: its model file and epochs."""
+
+    path: str
+    epochs_done: int
 
 
 def timestamp():
@@ -75,18 +76,16 @@ def make_new_folder(base):
 
 
 def read_settings(run_dir):
-    """A run folder's settings (args.json), with `hidden_widths` parsed.
+    """A run folder's settings (args.json; see `train.options.settings.from_args_json`).
 
     Raises:
         RunFolderError: args.json is missing or unreadable.
     """
     try:
         with open(os.path.join(run_dir, "args.json")) as f:
-            settings = {**SETTING_DEFAULTS, **json.load(f)}
-        settings["hidden_widths"] = tuple(int(width) for width in settings["hidden"].split(","))
-    except (OSError, ValueError, KeyError, AttributeError) as error:
+            return settings.from_args_json(json.load(f))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise RunFolderError(f"{run_dir}: cannot read args.json ({error})") from None
-    return argparse.Namespace(**settings)
 
 
 def set_epochs(run_dir, epochs):
@@ -112,7 +111,10 @@ def set_epochs(run_dir, epochs):
 
 
 def check_resumable(run_dir):
-    """Makes sure `run_dir` has a complete checkpoint; returns the epochs it holds.
+    """Makes sure `run_dir` has a complete checkpoint; returns it as a `Checkpoint`.
+
+    It reads the whole model file (its sha256 and the zip's checksums): check
+    once per resume and hand the `Checkpoint` on (`runs.load_run`).
 
     Raises:
         RunFolderError: no finished epoch, or a damaged checkpoint (one line).
@@ -137,7 +139,7 @@ def check_resumable(run_dir):
                 raise zipfile.BadZipFile("a member fails its CRC check")
     except (zipfile.BadZipFile, OSError) as error:
         raise RunFolderError(f"{damaged} ({error}); it cannot be resumed") from None
-    return epochs_done
+    return Checkpoint(path, epochs_done)
 
 
 def mark_interrupted(run_dir):

@@ -10,14 +10,20 @@ A run's state is one `RunState`; `run(state)` trains it with the callbacks of
 the chief's alone) and a `RunRecorder` (train/run/recording.py), under the
 strategy of `state.distribution`. Only the chief (worker 0) writes the run
 folder (train/run/run_folder.py); under a multi-worker strategy the other workers
-train the same steps and write nothing.
+train the same steps and write nothing. Under JAX over several processes every
+process must make every call the chief makes (a model call, `evaluate` and
+`save` are collectives of all processes), so the others run the same callbacks
+into a private scratch folder, silently, and delete it at the end.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import shutil
+import tempfile
 from typing import Optional
 
 import keras
@@ -25,14 +31,13 @@ import keras
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
+from train.options.settings import to_args_json
 from train.distribution import distributed
 from train.run import files, inference_gap, signals, trainer
 from train.data.datasets import Dataset
 from train.data.models import build_model, hidden_activation_names
 from train.run.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRecorder, summarize
 from train.run.run_folder import (
-    CHECKPOINT,
-    NOT_SETTINGS,
     RunFolderError,
     check_resumable,
     read_rows,
@@ -89,6 +94,8 @@ class RunState:
         rows: One dict per finished epoch (metrics.csv).
         extra_callbacks: Callers' Keras callbacks, run on every worker.
         monitor_layers: "last", "all" or None: which activation inputs to log.
+        scratch: Whether `run_dir` is a JAX process's private scratch folder
+            (see the module docstring), deleted when the run ends.
     """
 
     settings: argparse.Namespace
@@ -100,6 +107,7 @@ class RunState:
     rows: list = dataclasses.field(default_factory=list)
     extra_callbacks: tuple = ()
     monitor_layers: Optional[str] = "last"
+    scratch: bool = False
 
     @property
     def variant(self):
@@ -160,9 +168,8 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
     backend.set_random_seed(settings.seed)
     with distribution.scope():
         model = build_compiled(settings, data, variant)
-    saved = {key: value for key, value in vars(settings).items() if key not in NOT_SETTINGS}
-    saved.update(variant=variant, dataset=data.name, input_norm=data.input_norm,
-                 backend=keras.backend.backend())
+    saved = to_args_json(settings, variant=variant, dataset=data.name,
+                         input_norm=data.input_norm, backend=keras.backend.backend())
     summary = {
         "variant": variant,
         "dataset": data.name,
@@ -176,23 +183,30 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
         "status": "running",
         "stopped_early": None,
     }
+    scratch = run_dir is None and distribution.in_lockstep
+    if scratch:
+        run_dir = _scratch_folder(distribution)
     if run_dir is not None:
         files.write_json(os.path.join(run_dir, "args.json"), saved)
         _write_hparams(run_dir, saved, variant)
     return RunState(settings, data, distribution, run_dir, model, summary, [],
-                    tuple(extra_callbacks), monitor_layers)
+                    tuple(extra_callbacks), monitor_layers, scratch)
 
 
-def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last"):
+def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monitor_layers="last",
+             checkpoint=None):
     """The state of `run_dir` after its last finished epoch (weights, moving stats, optimizer).
 
     Rows after the checkpoint (a NaN epoch) are dropped; the run redoes them.
+    `checkpoint`: what `check_resumable(run_dir)` returned, if the caller checked
+    already (the check reads the whole model file); else it is checked here.
 
     Raises:
         RunFolderError: the folder has no usable checkpoint (one line).
     """
     settings = read_settings(run_dir)
-    epochs_done = check_resumable(run_dir)
+    checkpoint = checkpoint or check_resumable(run_dir)
+    epochs_done = checkpoint.epochs_done
     try:
         with open(os.path.join(run_dir, "summary.json")) as f:
             summary = json.load(f)
@@ -203,24 +217,40 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
         ) from None
     try:
         with distribution.scope():
-            model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT))
+            model = keras.saving.load_model(checkpoint.path)
     except Exception as error:  # Keras raises many kinds for a bad archive
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RunFolderError(f"--resume {run_dir}: cannot load {CHECKPOINT} ({reason})") from None
+        raise RunFolderError(f"--resume {run_dir}: cannot load"
+                             f" {os.path.basename(checkpoint.path)} ({reason})") from None
     summary.update(status="running", stopped_early=None)
     summary["backend"] = keras.backend.backend()  # what trains from here on
     summary.setdefault("strategy", settings.strategy)
     summary.setdefault("replicas", distribution.replicas)
     summary.setdefault("bn_sync", bool(settings.bn_sync))
+    scratch = not writes and distribution.in_lockstep
+    if scratch:
+        run_dir, writes = _scratch_folder(distribution), True
     if writes:
         files.remove_leftovers(run_dir)
         files.write_rows(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
     return RunState(settings, data, distribution, run_dir if writes else None, model, summary,
-                    rows, tuple(extra_callbacks), monitor_layers)
+                    rows, tuple(extra_callbacks), monitor_layers, scratch)
 
 
 def run(state):
     """Trains `state` to its last epoch or until it stops; returns a `RunResult`."""
+    if not state.scratch:
+        return _run(state)
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            result = _run(state)
+    finally:
+        shutil.rmtree(state.run_dir, ignore_errors=True)
+    result.run_dir = None
+    return result
+
+
+def _run(state):
     callbacks = chief_callbacks(state) if state.writes else []
     stopped = lost_worker = None
     with signals.StopRequest() as stop:
@@ -242,10 +272,13 @@ def run(state):
     summary["status"] = stopped or "finished"
     for monitor in (c for c in callbacks if isinstance(c, BatchStatsMonitor)):
         summary["batch_stats_events"] = monitor.events
-    # The gap check and --recalibrate: single-process runs (one model to evaluate).
-    if state.variant != "none" and stopped is None and state.distribution.workers == 1:
+    # The gap check and --recalibrate: one model to evaluate (not tf.distribute's workers).
+    lockstep = state.distribution.in_lockstep
+    if (state.variant != "none" and stopped is None
+            and (state.distribution.workers == 1 or lockstep)):
+        part = state.distribution.part if lockstep else None
         summary.update(inference_gap.after_training(state.model, state.data, state.settings,
-                                                    state.variant))
+                                                    state.variant, part))
     exit_status = {None: 0, "nan": 1, "interrupted": stop.exit_status}[stopped]
     if lost_worker:
         exit_status = 1
@@ -300,11 +333,16 @@ def train_variant(settings, data, variant, run_dir, extra_callbacks=(), monitor_
 
 
 def resume(run_dir, data, extra_callbacks=(), monitor_layers="last", distribution=None,
-           writes=True):
+           writes=True, checkpoint=None):
     """Continues `run_dir` from its last finished epoch (see `load_run`)."""
     distribution = distribution or distributed.default()
-    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers)
+    state = load_run(run_dir, data, distribution, writes, extra_callbacks, monitor_layers,
+                     checkpoint)
     return run(state)
+
+
+def _scratch_folder(distribution):
+    return tempfile.mkdtemp(prefix=f"kbn-process-{distribution.worker}-")
 
 
 def _write_hparams(run_dir, settings, variant):

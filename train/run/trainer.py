@@ -8,7 +8,9 @@ What the run adds to `fit`, all of it Keras's own mechanisms:
   e's training samples in `epoch_order(seed, e)`, in steps of `batch_size`
   (the last step takes the remainder). The order depends on nothing else, so
   a resumed run (`initial_epoch`) and every variant of a comparison see the
-  same batches.
+  same batches. Under JAX data parallelism over several processes each
+  process feeds its share of every global batch (`Distribution.part`), the
+  validation batches too (`Batches`).
 - the loss and metrics: the model is compiled with them (train/run/runs.py);
   `fit` logs `loss` (regularization included) and `accuracy` as means over
   the samples seen so far in the epoch, `val_loss` and `val_accuracy` over
@@ -21,7 +23,9 @@ What the run adds to `fit`, all of it Keras's own mechanisms:
   `model.stop_training` ends the run as `fit` does (finished): at the epoch's
   end, or, set in `on_train_batch_end`, after that step, and that shorter
   epoch is validated and recorded (`EarlyStopping` sets it at an epoch's end);
-  a KeyboardInterrupt inside `fit` (a second Ctrl-C) stops at once.
+  a KeyboardInterrupt inside `fit` (a second Ctrl-C) stops at once. Processes
+  that train in lockstep (JAX over several processes) agree on a stop after
+  every step (`Distribution.any_worker`), so they all leave after the same one.
 
 Under `--strategy multi-worker` on TensorFlow, Keras 3.15's `fit` fails before
 its first step (keras issue 20585: `_maybe_symbolic_build` calls
@@ -49,18 +53,38 @@ def epoch_samples(samples, batch_size, drop_remainder):
     return samples - samples % batch_size if drop_remainder else samples
 
 
-class EpochBatches(keras.utils.PyDataset):
+class Batches(keras.utils.PyDataset):
+    """(x, y) in steps of `batch_size`, in `order` (default: as stored); each step
+    gives `part(indices)` of its global batch (default: all of it)."""
+
+    def __init__(self, x, y, batch_size, part=None, drop_remainder=False):
+        super().__init__()
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.part = part
+        self.drop_remainder = drop_remainder
+        self._order = np.arange(len(x))
+
+    def __len__(self):
+        return steps_per_epoch(epoch_samples(len(self.x), self.batch_size,
+                                             self.drop_remainder), self.batch_size)
+
+    def __getitem__(self, step):
+        index = self._order[step * self.batch_size:(step + 1) * self.batch_size]
+        if self.part is not None:
+            index = self.part(index)
+        return self.x[index], self.y[index]
+
+
+class EpochBatches(Batches):
     """The training batches of one epoch at a time, in `epoch_order`.
 
     `StopRules.on_epoch_begin` sets `epoch` before `fit` asks for a batch of it.
     """
 
-    def __init__(self, x, y, batch_size, seed, epoch=0, drop_remainder=False):
-        super().__init__()
-        self.x, self.y = x, y
-        self.batch_size, self.seed = batch_size, seed
-        self.drop_remainder = drop_remainder
-        self._order = None
+    def __init__(self, x, y, batch_size, seed, epoch=0, drop_remainder=False, part=None):
+        super().__init__(x, y, batch_size, part, drop_remainder)
+        self.seed = seed
         self.epoch = epoch
 
     @property
@@ -71,14 +95,6 @@ class EpochBatches(keras.utils.PyDataset):
     def epoch(self, epoch):
         self._epoch = epoch
         self._order = epoch_order(self.seed, epoch, len(self.x))
-
-    def __len__(self):
-        return steps_per_epoch(epoch_samples(len(self.x), self.batch_size,
-                                             self.drop_remainder), self.batch_size)
-
-    def __getitem__(self, step):
-        index = self._order[step * self.batch_size:(step + 1) * self.batch_size]
-        return self.x[index], self.y[index]
 
 
 class _LeaveFit(Exception):
@@ -92,11 +108,18 @@ class StopRules(keras.callbacks.Callback):
         reason: None (finished, or stopped by a callback), "nan" or "interrupted".
     """
 
-    def __init__(self, stop, batches=None):
+    def __init__(self, stop, batches=None, distribution=None):
         super().__init__()
         self.stop = stop
         self.batches = batches
+        self.distribution = distribution
         self.reason = None
+
+    def _requested(self):
+        """Whether a stop was asked for here or, in lockstep, in any process."""
+        if self.distribution is not None and self.distribution.in_lockstep:
+            return self.distribution.any_worker(self.stop.requested)[0]
+        return self.stop.requested
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.batches is not None:
@@ -104,7 +127,7 @@ class StopRules(keras.callbacks.Callback):
 
     def on_train_batch_end(self, step, logs=None):
         loss = (logs or {}).get("loss")
-        if self.stop.requested:
+        if self._requested():
             self.reason = "interrupted"
             raise _LeaveFit
         if loss is not None and not math.isfinite(float(loss)):
@@ -114,7 +137,7 @@ class StopRules(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # A request that came in during validation stops the run after this epoch
         # (the last epoch ends the run anyway).
-        if self.stop.requested and self.reason is None and epoch + 1 < self.params["epochs"]:
+        if self.reason is None and epoch + 1 < self.params["epochs"] and self._requested():
             self.reason = "interrupted"
             self.model.stop_training = True
 
@@ -137,9 +160,14 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, rules):
         rules.reason = loop.fit(model, data, settings, distribution, callbacks, first_epoch,
                                 rules.stop)
         return rules.reason
+    part = distribution.part if distribution.in_lockstep else None
     rules.batches = EpochBatches(data.x_train, data.y_train, settings.batch_size,
                                  settings.seed, first_epoch,
-                                 getattr(settings, "drop_remainder", False))
+                                 getattr(settings, "drop_remainder", False), part)
+    rules.distribution = distribution
+    validation = (data.x_val, data.y_val)
+    if part is not None:
+        validation = Batches(data.x_val, data.y_val, settings.batch_size, part)
     callbacks = [*callbacks, rules]
     try:
         model.fit(
@@ -147,8 +175,8 @@ def fit(model, data, settings, distribution, callbacks, first_epoch, rules):
             epochs=settings.epochs,
             initial_epoch=first_epoch,
             shuffle=False,  # the batches come in EpochBatches' order
-            validation_data=(data.x_val, data.y_val),
-            validation_batch_size=settings.batch_size,
+            validation_data=validation,
+            validation_batch_size=None if part is not None else settings.batch_size,
             callbacks=callbacks,
             verbose=0,
         )
