@@ -44,14 +44,14 @@ def main(argv=None, extra_callbacks=()):
             epochs_done = checkpoint.epochs_done
             settings = run_folder.read_settings(args.resume)
             epochs = explicit.resume_epochs(parser, argv, args, settings, epochs_done)
-            if epochs_done >= epochs:
-                print(f"{args.resume} has finished all its {plural(epochs_done, 'epoch')};"
-                      " nothing to resume (--epochs N continues it to N epochs in all)")
-                return 0
             for name in CLUSTER_FLAGS:  # where this process is, not the run's
                 setattr(settings, name, getattr(args, name))
             cli.resolve_backend(args, settings)
             cli.check_distribution(settings)
+            if epochs_done >= epochs:
+                print(f"{args.resume} has finished all its {plural(epochs_done, 'epoch')};"
+                      " nothing to resume (--epochs N continues it to N epochs in all)")
+                return 0
         data = load_data(settings)
         if args.resume:
             run_folder.set_epochs(args.resume, epochs)
