@@ -157,7 +157,7 @@ def test_the_check_catches_a_wrong_number(monkeypatch, capsys):
         (["--batch", "8.9,100"], "--batch '8.9,100': needs at least 2 students"),
         (["--batch", "8.9,abc;6.2,89"], "--batch student 1 '8.9,abc': not numbers"),
         (["--batch", "8.9,100,1;6.2,89,0"], "student 1 has 3 values; each needs 2"),
-        (["--batch", "8.9;6.2"], "student 1 has 1 values; each needs 2"),
+        (["--batch", "8.9;6.2"], "student 1 has 1 value; each needs 2"),
         (["--batch", "nan,100;6.2,89"], "numbers must be finite"),
         (["--epsilon", "0"], "--epsilon must be > 0, got 0.0"),
         (["--epsilon=-1e-3"], "--epsilon must be > 0, got -0.001"),

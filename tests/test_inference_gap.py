@@ -4,6 +4,7 @@ compare's explanation of a DISAGREE, end to end on tiny runs."""
 import glob
 import json
 import os
+import types
 
 import keras
 import numpy as np
@@ -131,3 +132,87 @@ def test_tables_show_the_recalibrated_accuracy():
     assert table[2].split()[5:7] == ["0.8800", "1.0500"]
     sweep = report.sweep_table({1.0: {"kbn": result}}, ["kbn"], 0.95)
     assert "never (0.300, recalibrated 0.880)" in sweep
+
+
+# Run in a subprocess: splitting the CPU into two logical devices cannot be undone in-process.
+MIRRORED = r"""
+import argparse, contextlib, io, json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from train.data.datasets import load_dataset
+from train.data.models import build_model
+from train.run import inference_gap
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+data = load_dataset("digits", seed=1, input_norm="unit")
+args = argparse.Namespace(batch_size=60, recalibrate=False)
+found = {}
+for synchronized in (False, True):
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        model = build_model("mlp", input_shape=data.input_shape, num_classes=data.num_classes,
+                            bn="kbn", seed=1, hidden=(16, 16), bn_synchronized=synchronized)
+        model.compile(keras.optimizers.SGD(1.0), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, batch_size=60, epochs=1, verbose=0)
+    spread = inference_gap.replica_spread(model)
+    per_replica = model.evaluate(data.x_val, data.y_val, batch_size=60, verbose=0)[1]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        entries = inference_gap.after_training(model, data, args, "kbn")
+    path = os.path.join(sys.argv[1], f"sync-{synchronized}.keras")
+    model.save(path)
+    saved = keras.saving.load_model(path)  # outside the strategy: one copy of everything
+    found[str(synchronized)] = {
+        "spread": spread, "spread_after": inference_gap.replica_spread(model),
+        "per_replica": per_replica, "entries": entries, "output": output.getvalue(),
+        "saved": saved.evaluate(data.x_val, data.y_val, batch_size=60, verbose=0)[1]}
+print(json.dumps(found))
+"""
+
+
+def test_under_mirrored_without_bn_sync_the_check_measures_the_saved_model(tmp_path):
+    """Regression: under --no-bn-sync the replicas' moving averages differ, fit's val_acc
+    used each replica's, and the gap line gave another number for the same thing unsaid."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    apart, together = found["False"], found["True"]
+    assert apart["spread"] > 1e-4 and apart["spread_after"] == 0.0
+    assert together["spread"] == 0.0 and "moving_statistics_replica_spread" not in (
+        together["entries"])
+    entries = apart["entries"]
+    assert entries["moving_statistics_replica_spread"] == apart["spread"]
+    assert entries["val_accuracy_replicas_own_statistics"] == apart["per_replica"]
+    # The gap check's accuracy is the saved model's, measured on one device.
+    measured = entries["val_accuracy_batch_stats"] - entries["train_inference_gap"]
+    assert measured == pytest.approx(apart["saved"], abs=1e-6)
+    said = "with each replica's own on its share of a batch (fit's val_acc)"
+    assert (said in apart["output"]) == (apart["saved"] != apart["per_replica"])
+
+
+def test_when_the_replicas_numbers_differ_the_line_gives_both(monkeypatch, capsys):
+    """The issue's numbers: val_acc 0.3454 in the epoch line, 0.3482 in the gap line."""
+    measured = iter([(2.0, 0.3454), (2.0, 0.3482)])  # each replica's own, then replica 0's
+    monkeypatch.setattr(inference_gap, "replica_spread", lambda model: 0.031)
+    monkeypatch.setattr(inference_gap, "make_replicas_agree", lambda model: None)
+    monkeypatch.setattr(inference_gap, "inference_metrics", lambda *args: next(measured))
+    monkeypatch.setattr(inference_gap, "batch_statistics_accuracy", lambda *args: 0.9)
+    data = types.SimpleNamespace(x_val=None, y_val=None)
+    args = types.SimpleNamespace(batch_size=60, recalibrate=False)
+    entries = inference_gap.after_training(None, data, args, "kbn")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "[kbn] validation accuracy with the moving averages: 0.3482 as checkpoint.keras keeps"
+        " them (replica 0's), 0.3454 with each replica's own on its share of a batch (fit's"
+        " val_acc): without --bn-sync the replicas' moving averages drift apart (up to 3.1e-02)")
+    assert lines[1].startswith("[kbn] train/inference gap: validation accuracy 0.3482 with")
+    assert entries["val_accuracy_replicas_own_statistics"] == 0.3454

@@ -65,7 +65,7 @@ def test_each_run_has_its_rate_and_variant(sweep):
     [
         (["--lrs", "0.1,x"], "--lrs '0.1,x'"),
         (["--lrs", "0,1"], "must be > 0"),
-        (["--variants", "none,batch"], "--variants: unknown batch"),
+        (["--variants", "none,batch"], "--variants 'none,batch': unknown 'batch'"),
     ],
 )
 def test_bad_sweep_flags(flags, message, tmp_path, capsys):

@@ -140,3 +140,70 @@ def test_the_checkpoint_evaluates_with_its_metric(whole_run):
     last = read_run_file(whole_run, "metrics.csv")[-1]
     assert results["accuracy"] == pytest.approx(float(last["val_accuracy"]), abs=1e-7)
     assert results["loss"] == pytest.approx(float(last["val_loss"]), rel=1e-5)
+
+
+def _files(run_dir):
+    """Every file of a run folder and its bytes: to show that nothing was written."""
+    found = {}
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                found[os.path.relpath(os.path.join(folder, name), run_dir)] = f.read()
+    return found
+
+
+@pytest.fixture
+def finished_run(whole_run, tmp_path):
+    """A copy of the finished 4-epoch run, to resume without touching `whole_run`."""
+    copy = str(tmp_path / os.path.basename(whole_run))
+    shutil.copytree(whole_run, copy)
+    return copy
+
+
+def test_resume_with_epochs_continues_a_finished_run_to_the_new_total(finished_run, tmp_path,
+                                                                        capsys):
+    """Regression: --resume RUN --epochs 6 on a finished 4-epoch run did nothing, silently."""
+    assert train_command.main(["--resume", finished_run, "--epochs", "6"]) == 0
+    assert f"resuming {finished_run} after epoch 4, to epoch 6" in capsys.readouterr().out
+    assert read_run_file(finished_run, "args.json")["epochs"] == 6
+    summary = read_run_file(finished_run, "summary.json")
+    assert summary["epochs_run"] == 6 and summary["hyperparameters"]["epochs"] == 6
+    assert [row["epoch"] for row in read_run_file(finished_run, "metrics.csv")] == [
+        "1", "2", "3", "4", "5", "6"]
+    # It ends where an uninterrupted 6-epoch run ends.
+    six_logs = str(tmp_path / "six")
+    flags = [*FLAGS[:FLAGS.index("--epochs")], *FLAGS[FLAGS.index("--epochs") + 2:]]
+    assert train_command.main([*flags, "--epochs", "6", "--logdir", six_logs]) == 0
+    six = keras.saving.load_model(os.path.join(only_run(six_logs), "checkpoint.keras"))
+    continued = keras.saving.load_model(os.path.join(finished_run, "checkpoint.keras"))
+    for a, b in zip(six.get_weights(), continued.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_resume_of_a_finished_run_without_epochs_says_so_and_writes_nothing(finished_run,
+                                                                            capsys):
+    before = _files(finished_run)
+    assert train_command.main(["--resume", finished_run]) == 0
+    assert capsys.readouterr().out == (
+        f"{finished_run} has finished all its 4 epochs; nothing to resume"
+        " (--epochs N continues it to N epochs in all)\n")
+    assert _files(finished_run) == before
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--lr", "0.5"], "--lr with --resume"),
+    (["--lr", "1.0"], "--lr with --resume"),  # the default value, given: refused all the same
+    (["--hidden", "8,8", "--bn", "none", "--epochs", "6"], "--hidden, --bn with --resume"),
+    (["--no-bn-sync"], "--bn-sync with --resume"),
+    (["--epochs", "3"], "--epochs 3: "),
+    (["--epochs", "0"], "--epochs 0: "),
+])
+def test_resume_refuses_flags_it_would_ignore(finished_run, flags, named, capsys):
+    before = _files(finished_run)
+    with pytest.raises(SystemExit) as exit_info:
+        train_command.main(["--resume", finished_run, *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m train.train: error: ")
+    assert named in err
+    assert _files(finished_run) == before

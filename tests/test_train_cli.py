@@ -232,6 +232,8 @@ def test_cnn_trains_end_to_end(tmp_path, position, capsys):
          "--run-name", "cnn"]
     )
     assert status == 0
+    # The last line rounds as the tables do (it printed best 0.3788300835654596).
+    assert re.search(r"; best \d\.\d{4}; status finished\n", capsys.readouterr().out)
     (run_dir,) = glob.glob(str(tmp_path / "train" / "*-cnn"))
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)

@@ -17,6 +17,7 @@ import sys
 
 from train.options import cli
 from train.reports import disagreement, plots, report
+from train.reports.numbers import plural
 from train.distribution import distributed, workers
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
@@ -38,7 +39,7 @@ def main(argv=None):
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()
-    run_name = args.run_name or data.name
+    run_name = args.run_name or run_folder.run_name(data.name, args.model)
     plans = [series.Plan(variant, f"{run_name}-{variant}", variant, args, data)
              for variant in VARIANTS]
     results = {done.plan.variant: done.result
@@ -61,7 +62,7 @@ def main(argv=None):
         diverged = all(results[v].summary["stopped_early"] == "nan" for v in ("keras", "kbn"))
         print(
             f"keras vs kbn: curves {verdict} (max |difference| {difference:.1e} over"
-            f" {len(keras_rows)} epochs of loss, accuracy, val_loss, val_accuracy;"
+            f" {plural(len(keras_rows), 'epoch')} of loss, accuracy, val_loss, val_accuracy;"
             f" tolerance {report.AGREEMENT_TOLERANCE:g})"
             + ("; both diverged (NaN loss)" if diverged else "")
         )

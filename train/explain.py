@@ -24,6 +24,7 @@ import numpy as np
 from train.lesson import algorithm1
 from train.options import cli, settings
 from train.options.cli import UsageError, OneLineParser
+from train.reports.numbers import plural
 
 # The lecture's table shows cgpa 8.9, 6.2, 9.1, 7.7, iq 100, 89, 76 and a placed
 # column that the OCR lost; the fourth iq and the placed labels are illustrative.
@@ -123,7 +124,8 @@ def parse_batch(text):
         values = row.split(",")
         _require(
             len(values) == 2,
-            f"--batch {text!r}: student {number} has {len(values)} values; each needs 2 (cgpa,iq)",
+            f"--batch {text!r}: student {number} has {plural(len(values), 'value')}; each needs 2"
+            " (cgpa,iq)",
         )
         features.append(_numbers(row, f"--batch student {number}", 2, "cgpa,iq"))
     return np.array(features, dtype=np.float64)
@@ -294,8 +296,8 @@ def print_why_inference_differs(args):
           " (μ_B, σ²_B).")
     print(f"With momentum {args.momentum:g} the start keeps the weight momentumⁿ after n steps,"
           " so covering 99 %")
-    print(f"takes ln(0.01)/ln({args.momentum:g}) = {steps:.0f} steps: early in training,"
-          " inference lags the network")
+    print(f"takes ln(0.01)/ln({args.momentum:g}) = {plural(round(steps), 'step')}: early in"
+          " training, inference lags the network")
     print("(kbn.recalibrate, the paper's Algorithm 2, recomputes them with the trained"
           " network).")
 

@@ -3,7 +3,7 @@
     python -m train.lr_sweep                                  # digits, lr 0.05 … 20, 60 epochs
     python -m train.lr_sweep --lrs 0.1,1,10 --variants none,kbn --epochs 30
 
-Takes every flag of `train.compare`, with --lrs in place of --lr. Prints one row
+Takes every flag of `train.compare`, with --lrs in place of --lr (refused here). Prints one row
 per learning rate (epochs to the target accuracy, best validation accuracy in
 brackets; "never" if not reached, "NaN" if the loss blew up) and writes a PNG
 next to the run folders in <logdir>/<experiment>/.
@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from train.options import cli
+from train.options import cli, explicit
 from train.distribution import distributed, workers
 from train.reports import plots, report
 from train.run import run_folder
@@ -39,17 +39,11 @@ def main(argv=None):
         metavar="V,V,...",
         help="BN variants to train at each rate (default: %(default)s)",
     )
-    args = cli.parse(parser, argv)
+    args = cli.parse(parser, argv, also=lambda args: check_sweep(parser, argv, args))
+    rates, variants = args.rates, args.variant_names
     try:
-        rates = cli.parse_floats(args.lrs, "--lrs")
-        variants = tuple(args.variants.split(","))
-        unknown = [variant for variant in variants if variant not in NAMES]
-        if unknown:
-            raise cli.UsageError(
-                f"--variants: unknown {', '.join(unknown)}; use {', '.join(NAMES)}"
-            )
         data = load_data(args)
-    except (cli.UsageError, DatasetError) as error:
+    except DatasetError as error:
         cli.fail(parser.prog, error)
     if distributed.needs_local_workers(args):
         return workers.launch("train.lr_sweep", args, argv, parser.prog)
@@ -58,7 +52,7 @@ def main(argv=None):
     distribution = cli.start_distribution(parser.prog, args)
 
     stamp = args.stamp or run_folder.timestamp()
-    run_name = args.run_name or data.name
+    run_name = args.run_name or run_folder.run_name(data.name, args.model)
     plans = [
         series.Plan(f"lr {lr:g}, {variant}", f"{run_name}-lr{lr:g}-{variant}", variant,
                     argparse.Namespace(**{**vars(args), "lr": lr}), data, tag=lr)
@@ -90,6 +84,19 @@ def main(argv=None):
         print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
     return distributed.leave(distribution, status)
+
+
+def check_sweep(parser, argv, args):
+    """Fills in `args.rates` and `args.variant_names`; raises UsageError for a bad --lrs,
+    --variants, or an --lr (which the sweep would override)."""
+    if "lr" in explicit.given(parser, argv):
+        raise cli.UsageError(f"--lr {args.lr:g}: lr_sweep trains at each of --lrs; use --lrs")
+    args.rates = cli.parse_floats(args.lrs, "--lrs")
+    args.variant_names = tuple(args.variants.split(","))
+    unknown = [variant for variant in args.variant_names if variant not in NAMES]
+    if unknown:
+        raise cli.UsageError(f"--variants {args.variants!r}: unknown"
+                             f" {', '.join(map(repr, unknown))}; use {', '.join(NAMES)}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 from train.options import backend, cli
 from train.options.settings import DEFAULTS
 from train.claims import paper_report
+from train.reports.numbers import plural
 from train.run import run_folder
 from train.data.datasets import DatasetError, load_data
 from train.claims.experiments import EXPERIMENTS
@@ -98,7 +99,8 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     try:
         args.experiments = _select(args.only)
-        args.seed_values = _seeds(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))
+        default_seeds = QUICK_SEEDS if args.quick else FULL_SEEDS
+        args.seed_values = _seeds(default_seeds if args.seeds is None else args.seeds)
         args.backend = args.backend or backend.default()
         backend.check(args.backend)
         cli.check_logdir(os.path.join(args.logdir, "paper"))
@@ -129,6 +131,8 @@ def _seeds(text):
         raise cli.UsageError(f"--seeds {text!r}: expected integers like 1,2,3") from None
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         raise cli.UsageError(f"--seeds {text!r}: seeds must be distinct and >= 0")
+    for seed in seeds:
+        cli.check_seed(seed, "--seeds")
     return seeds
 
 
@@ -177,7 +181,7 @@ def run_jobs(jobs, report_dir, log, backend):
         else:
             summary = job.result.summary
             outcome = (
-                f"{summary['epochs_run']} epoch{'' if summary['epochs_run'] == 1 else 's'},"
+                f"{plural(summary['epochs_run'], 'epoch')},"
                 f" to 0.95: {summary['epochs_to_target'] or 'never'},"
                 f" final val acc {paper_report.number(summary['final_val_accuracy'], 3)}"
             )
@@ -214,7 +218,7 @@ def _plans(jobs, report_dir, backend):
             datasets[data_key] = load_data(settings)
         yield series.Plan(
             f"{job.experiment.key} {job.row.label}, seed {job.seed}",
-            f"{_slug(job.row.label)}-seed{job.seed}",
+            run_folder.run_name(_slug(job.row.label), settings.model, f"seed{job.seed}"),
             job.row.variant,
             settings,
             datasets[data_key],
@@ -248,7 +252,8 @@ def main(argv=None):
     jobs, by_cell, skipped = plan(args.experiments, args.seed_values, args.quick)
     report_dir = make_report_dir(args.logdir)
     command = "python -m train.paper " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"{len(jobs)} runs for {len(args.experiments) - len(skipped)} experiments,"
+    print(f"{plural(len(jobs), 'run')} for"
+          f" {plural(len(args.experiments) - len(skipped), 'experiment')},"
           f" seeds {','.join(map(str, args.seed_values))}; report folder {report_dir}", flush=True)
     for key, reason in skipped.items():
         print(f"{key} skipped: {reason}", flush=True)
@@ -273,7 +278,7 @@ def main(argv=None):
     )
     print()
     print(table)
-    print(f"\nreport: {path}  ({_clock(wall)} for {len(jobs)} runs)")
+    print(f"\nreport: {path}  ({_clock(wall)} for {plural(len(jobs), 'run')})")
     print(f"look: tensorboard --logdir {os.path.join(args.logdir, 'paper')} --host 127.0.0.1")
     return 0 if finished else 130
 

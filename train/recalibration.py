@@ -18,8 +18,9 @@ import statistics
 import sys
 import time
 
-from train.options import cli
+from train.options import cli, settings
 from train.data.datasets import load_dataset
+from train.reports.numbers import plural
 
 
 def parse_args(argv):
@@ -44,7 +45,9 @@ def parse_args(argv):
         _check(all(0 <= m <= 1 for m in args.bn_momentums),
                f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be in [0, 1]")
         _check(args.batch_size >= 2, f"--batch-size must be >= 2, got {args.batch_size}")
-        _check(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+        settings.check_value("lr", args.lr)
+        for seed in args.seeds:
+            cli.check_seed(seed, "--seeds")
         cli.resolve_backend(args)
     except cli.UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -121,7 +124,8 @@ def main(argv=None):
             recalibrated = [run[steps][1] for run in runs]
             seconds += [run[steps][2] for run in runs]
             rows.append((f"{momentum:g}", str(steps), cell(moving), cell(recalibrated)))
-            print(f"momentum {momentum:g}, {steps} steps: {cell(moving)} -> {cell(recalibrated)}",
+            print(f"momentum {momentum:g}, {plural(steps, 'step')}: {cell(moving)} ->"
+                  f" {cell(recalibrated)}",
                   flush=True)
     from train.reports.report import format_table
 

@@ -21,12 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from train.data.variants import VARIANTS  # noqa: E402
 from train.reports import plots, report  # noqa: E402
+from train.reports.numbers import number, plural  # noqa: E402
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
-
-
-def number(value, digits):
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def metric_of(experiment, row):
@@ -79,7 +76,7 @@ def verdict(experiment, seeds, by_cell):
         wins = sum(_beats(a[seed], b[seed], higher) for seed in common)
         held, total = held + wins, total + len(common)
         relation = f"{better} {'>' if higher else '<'} {worse}"
-        lines.append(f"{relation} in {wins} of {len(common)} seeds" if common
+        lines.append(f"{relation} in {wins} of {plural(len(common), 'seed')}" if common
                      else f"{relation} not run")
     if total == 0:
         return None

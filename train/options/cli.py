@@ -11,6 +11,7 @@ before any data is loaded or any model trained; a failure is one line on stderr
 """
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from train.options.settings import DEFAULTS, UsageError
 from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+# NumPy's seeds (keras.utils.set_random_seed seeds NumPy too) are 0 … 2**32 − 1.
+SEED_LIMIT = 2**32
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -230,7 +233,8 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         help="sub-folder grouping runs to compare in TensorBoard" + show,
     )
     logging.add_argument(
-        "--run-name", help="run folder suffix after the timestamp (default: from dataset/variant)"
+        "--run-name", help="run folder suffix after the timestamp (default: dataset, model unless"
+        " mlp, variant: digits-kbn, digits-cnn-kbn)"
     )
     logging.add_argument(
         "--shift-every",
@@ -256,7 +260,8 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         logging.add_argument(
             "--resume",
             metavar="RUN_DIR",
-            help="continue an interrupted run from its last finished epoch (other flags ignored)",
+            help="continue a run from its last finished epoch, with its own settings; --epochs N"
+            " continues it to N epochs in all (other flags are refused)",
         )
     return parser
 
@@ -292,11 +297,12 @@ def resolve_backend(args, saved=None):
         raise UsageError(str(error)) from None
 
 
-def parse(parser, argv=None):
+def parse(parser, argv=None, also=None):
     """Parses and checks; on a bad value prints one line and exits 2.
 
     Every check that needs no Keras runs first, so a usage error costs no
     Keras or TensorFlow import; then the backend is made this process's.
+    `also(args)`: a command's own checks (UsageError), run before that import too.
     """
     args = parser.parse_args(argv)
     try:
@@ -305,6 +311,8 @@ def parse(parser, argv=None):
             args.backend = args.backend or backend.default()
             backend.check(args.backend)
         check(args)
+        if also is not None:
+            also(args)
         if not resuming:
             resolve_backend(args)
             _check_activation(args.activation)
@@ -321,6 +329,7 @@ def check(args):
         return
 
     settings.check(args)
+    check_seed(args.seed)
     if args.data:
         _require(
             os.path.isfile(args.data) and os.access(args.data, os.R_OK),
@@ -331,8 +340,22 @@ def check(args):
         args.dataset = extension[1:]
     elif args.label_column is not None:
         raise UsageError("--label-column needs --data PATH.csv")
+    check_name(args.experiment, "--experiment")
+    if args.run_name is not None:
+        check_name(args.run_name, "--run-name")
     check_distribution(args)  # before Keras's import: it may set up JAX's devices
     check_logdir(os.path.join(args.logdir, args.experiment))
+
+
+def check_seed(seed, flag="--seed"):
+    """Raises UsageError for a seed NumPy refuses (below 0 or from 2**32 on)."""
+    _require(0 <= seed < SEED_LIMIT, f"{flag} {seed}: seeds must be in [0, 2**32 - 1]")
+
+
+def check_name(name, flag):
+    """Raises UsageError unless `name` is one folder's name (it goes under --logdir)."""
+    _require(name not in ("", ".", "..") and "/" not in name and os.sep not in name,
+             f"{flag} {name!r}: expected a folder name, without '/' (it goes under --logdir)")
 
 
 def check_distribution(settings):
@@ -375,7 +398,8 @@ def parse_floats(text, flag):
         values = tuple(float(value) for value in text.split(","))
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected numbers like 0.1,1,10") from None
-    _require(all(value > 0 for value in values), f"{flag} {text!r}: values must be > 0")
+    _require(all(0 < value < math.inf for value in values),
+             f"{flag} {text!r}: values must be > 0 and finite")
     return values
 
 

@@ -65,7 +65,7 @@ RANGES = {
     "lr": (lambda value: 0 < value < math.inf, "> 0"),
     "batch_size": (lambda value: value >= 1, ">= 1"),
     "epochs": (lambda value: value >= 1, ">= 1"),
-    "momentum": (lambda value: value >= 0, ">= 0"),
+    "momentum": (lambda value: 0 <= value <= 1, "in [0, 1]"),  # Keras's SGD refuses more
     "bn_momentum": (lambda value: 0 <= value <= 1, "in [0, 1]"),
     "bn_epsilon": (lambda value: 0 < value < math.inf, "> 0"),
     "target_accuracy": (lambda value: 0 < value <= 1, "in (0, 1]"),

@@ -7,6 +7,8 @@ agree, max_difference = report.curves_agree(keras_result.rows, kbn_result.rows)
 
 import math
 
+from train.reports.numbers import number, plural
+
 # The curves compared between the Keras and kbn variants.
 CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 AGREEMENT_TOLERANCE = 1e-3
@@ -17,7 +19,7 @@ def setup_line(args, data, with_lr=True):
     lr = f" lr {args.lr:g}" if with_lr else ""
     return (
         f"{data.name}: {args.model} {args.hidden} {args.activation}, BN {args.bn_position}, "
-        f"{args.optimizer}{lr}, batch {args.batch_size}, {args.epochs} epochs, "
+        f"{args.optimizer}{lr}, batch {args.batch_size}, {plural(args.epochs, 'epoch')}, "
         f"inputs {data.input_norm}, seed {args.seed}"
     )
 
@@ -55,15 +57,15 @@ def comparison_table(results, target_accuracy):
         row = (
             variant,
             _or_dash(s["epochs_to_target"], "never"),
-            _number(s["best_val_accuracy"], 4),
-            _number(s["final_val_accuracy"], 4),
-            _number(s["final_val_loss"], 4),
-            _number(s["seconds_per_epoch"], 3),
+            number(s["best_val_accuracy"], 4),
+            number(s["final_val_accuracy"], 4),
+            number(s["final_val_loss"], 4),
+            number(s["seconds_per_epoch"], 3),
             s["stopped_early"] or "",
         )
         if recalibrated:
-            row = row[:5] + (_number(s.get("val_accuracy_recalibrated"), 4),
-                             _number(s.get("val_loss_recalibrated"), 4)) + row[5:]
+            row = row[:5] + (number(s.get("val_accuracy_recalibrated"), 4),
+                             number(s.get("val_loss_recalibrated"), 4)) + row[5:]
         rows.append(row)
     return format_table(header, rows)
 
@@ -82,9 +84,9 @@ def sweep_table(results_by_lr, variants, target_accuracy):
             outcome = (
                 "NaN" if s["stopped_early"] == "nan" else _or_dash(s["epochs_to_target"], "never")
             )
-            best = _number(s["best_val_accuracy"], 3)
+            best = number(s["best_val_accuracy"], 3)
             if "val_accuracy_recalibrated" in s:  # --recalibrate
-                best += f", recalibrated {_number(s['val_accuracy_recalibrated'], 3)}"
+                best += f", recalibrated {number(s['val_accuracy_recalibrated'], 3)}"
             cells.append(f"{outcome} ({best})")
         rows.append((f"{lr:g}", *cells))
     return format_table(header, rows)
@@ -123,12 +125,6 @@ def _difference(a, b):
     if a == b or (math.isnan(a) and math.isnan(b)):
         return 0.0
     return abs(a - b)
-
-
-def _number(value, digits):
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}e}"
 
 
 def _or_dash(value, missing):

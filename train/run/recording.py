@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from kbn._event_writer import EventWriter
+from train.reports.numbers import number
 from train.run import files
 from train.run.run_folder import CHECKPOINT
 
@@ -162,9 +163,9 @@ class RunRecorder(keras.callbacks.Callback):
         files.write_json(os.path.join(run_dir, "summary.json"), state.summary)
         print(
             f"[{state.variant}] epoch {row['epoch']:3d}/{self.params['epochs']}"
-            f"  loss {row['loss']:.4f}"
-            f"  acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}"
-            f"  val_acc {row['val_accuracy']:.4f}  {row['seconds']:.2f}s",
+            f"  loss {number(row['loss'])}"
+            f"  acc {number(row['accuracy'])}  val_loss {number(row['val_loss'])}"
+            f"  val_acc {number(row['val_accuracy'])}  {row['seconds']:.2f}s",
             flush=True,
         )
 

@@ -54,6 +54,15 @@ def make_run_dir(logdir, experiment, run_name, stamp=None):
     return make_new_folder(os.path.join(logdir, experiment, f"{stamp or timestamp()}-{run_name}"))
 
 
+def run_name(base, model, *parts):
+    """A default run name: `base`, the model unless it is the default mlp, then `parts`.
+
+    run_name("digits", "mlp", "kbn") → "digits-kbn"
+    run_name("digits", "cnn", "kbn") → "digits-cnn-kbn"
+    """
+    return "-".join((base, *(() if model == "mlp" else (model,)), *parts))
+
+
 def make_new_folder(base):
     """Creates `base`, or `base-2`, `base-3` … if it exists: never an existing folder."""
     folder, attempt = base, 1
@@ -77,6 +86,28 @@ def read_settings(run_dir):
             return settings.from_args_json(json.load(f))
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise RunFolderError(f"{run_dir}: cannot read args.json ({error})") from None
+
+
+def set_epochs(run_dir, epochs):
+    """Makes `epochs` the run's total, in args.json and summary.json's hyperparameters.
+
+    For `--resume RUN --epochs N`: the run then trains on to epoch N. Nothing
+    is written when the total is already `epochs`.
+    """
+    path = os.path.join(run_dir, "args.json")
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("epochs") == epochs:
+        return
+    files.write_json(path, {**saved, "epochs": epochs})
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return  # loading the run reports it
+    summary.setdefault("hyperparameters", {})["epochs"] = epochs
+    files.write_json(path, summary)
 
 
 def check_resumable(run_dir):
