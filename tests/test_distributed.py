@@ -22,6 +22,7 @@ import pytest
 import kbn  # noqa: F401  (registers the layer for load_model)
 from cluster_runs import alive, lines_until, worker_pids
 from tiny_runs import only_run, read_run_file
+from train.reports.numbers import plural
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 4
@@ -190,6 +191,6 @@ def test_ctrl_c_stops_every_worker_after_the_same_step(tmp_path):
     assert launcher.returncode == 130, err[-2000:]
     assert err == ""
     assert summary["status"] == "interrupted" and summary["epochs_run"] < 50
-    assert f"interrupted after {summary['epochs_run']} finished epochs; continue with" \
+    assert f"interrupted after {plural(summary['epochs_run'], 'finished epoch')}; continue with" \
            f" python -m train.train --resume {run_dir}" in out
     assert not any(alive(pid) for pid in pids)

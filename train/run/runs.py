@@ -33,6 +33,7 @@ from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
 from train.options.settings import to_args_json
 from train.distribution import distributed
+from train.reports.numbers import plural
 from train.run import files, inference_gap, signals, trainer
 from train.data.datasets import Dataset
 from train.data.models import build_model, hidden_activation_names
@@ -291,8 +292,8 @@ def _run(state):
             if lost_worker:
                 how = f"stopped: the cluster lost a worker ({lost_worker[:200]})"
             print(
-                f"[{state.variant}] {how} after {state.epochs_done} finished epochs; continue"
-                f" with python -m train.train --resume {state.run_dir}",
+                f"[{state.variant}] {how} after {plural(state.epochs_done, 'finished epoch')};"
+                f" continue with python -m train.train --resume {state.run_dir}",
                 flush=True,
             )
     monitors = [c for c in callbacks if isinstance(c, ActivationInputMonitor)]
