@@ -42,8 +42,9 @@ def parse_args(argv):
                                      "momentums like 0.99,0.9")
         args.seeds = _numbers(args.seeds, "--seeds", int, "seeds like 1,2,3")
         _check(args.steps[0] >= 1, f"--steps {','.join(map(str, args.steps))}: counts must be >= 1")
-        _check(all(0 <= m <= 1 for m in args.bn_momentums),
-               f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be in [0, 1]")
+        in_range, words = settings.RANGES["bn_momentum"]  # --bn-momentum's own range
+        _check(all(in_range(m) for m in args.bn_momentums),
+               f"--bn-momentums {','.join(map(str, args.bn_momentums))}: each must be {words}")
         _check(args.batch_size >= 2, f"--batch-size must be >= 2, got {args.batch_size}")
         settings.check_value("lr", args.lr)
         for seed in args.seeds:
