@@ -39,7 +39,7 @@ $(LEAN_STAMP): setup.cfg pyproject.toml
 run: $(STAMP)  ## the main job: no BN vs Keras BN vs kbn BN on the offline digits data
 	$(BIN)/python -m train.compare
 
-paper: $(STAMP)  ## the paper's claims rerun (7 experiments, 3 seeds): logs/paper/<time>/report.md
+paper: $(STAMP)  ## the paper's and the lecture's claims rerun (10 experiments, 3 seeds): logs/paper/<time>/report.md
 	$(BIN)/python -m train.paper
 
 notebook: $(STAMP)  ## docs/learn.ipynb rebuilt: the lecture executed from a clean kernel (~2 min)

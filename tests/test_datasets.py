@@ -195,3 +195,19 @@ def test_missing_file_and_unknown_name():
         load_dataset("npz", seed=1, data_path="/nonexistent/x.npz")
     with pytest.raises(DatasetError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet", seed=1)
+
+
+def test_train_samples_takes_the_first_of_the_seed_fixed_split_and_keeps_validation():
+    """Guards --train-samples (E8): a prefix of the same split, not a new draw."""
+    whole = load_dataset("digits", seed=2)
+    subset = datasets.take_training_samples(whole, 300)
+    np.testing.assert_array_equal(subset.x_train, whole.x_train[:300])
+    np.testing.assert_array_equal(subset.y_train, whole.y_train[:300])
+    np.testing.assert_array_equal(subset.x_val, whole.x_val)
+    assert set(subset.y_train) == set(range(10))  # a few hundred digits hold every class
+    available = len(whole.x_train)  # 1438 with the default split
+    assert len(datasets.take_training_samples(whole, available).x_train) == available
+    for count in (0, available + 1):
+        with pytest.raises(DatasetError, match=rf"--train-samples must be in \[1, {available}\]"
+                                               rf" \(the digits training split\), got {count}"):
+            datasets.take_training_samples(whole, count)

@@ -1,6 +1,7 @@
 """python -m train.paper: the --quick report end to end, the verdict rule, sharing, bad input."""
 
 import contextlib
+import csv
 import glob
 import io
 import json
@@ -53,7 +54,8 @@ def test_quick_report_has_every_experiment_with_a_verdict_and_a_png(quick):
 
 
 def test_report_numbers_are_the_runs_summary_numbers(quick):
-    """E1's cells are its runs' summary.json epochs_to_target; E4's its recalibration entries."""
+    """E1's cells are its runs' summary.json epochs_to_target; E4's its recalibration entries;
+    E8's loss gap its run's last metrics.csv row."""
     _, _, report_dir = quick
     with open(os.path.join(report_dir, "report.md")) as f:
         text = f.read()
@@ -74,6 +76,14 @@ def test_report_numbers_are_the_runs_summary_numbers(quick):
                        ("recalibrated, 6 epochs", "val_accuracy_recalibrated")):
         assert re.search(rf"^\| {label} \| `kbn` \| [^|]+ \| 6 \| {summary[key]:.3f} \|",
                          text, re.MULTILINE), label
+    (metrics_path,) = glob.glob(os.path.join(report_dir, "E8", "*-no-BN-loss-gap-seed1",
+                                             "metrics.csv"))
+    with open(metrics_path) as f:
+        last = list(csv.DictReader(f))[-1]
+    gap = float(last["val_loss"]) - float(last["loss"])
+    assert int(last["epoch"]) == 8
+    assert re.search(rf"^\| no BN: loss gap \| `none` \| [^|]+ \| 8 \| {gap:.3f} \|",
+                     text, re.MULTILINE), gap
 
 
 def test_progress_lines_and_run_folders(quick):
@@ -82,8 +92,8 @@ def test_progress_lines_and_run_folders(quick):
     progress = [line for line in stdout.splitlines() if line.startswith("[")]
     assert len(progress) == len(jobs)
     for number, line in enumerate(progress, start=1):
-        assert re.match(rf"\[ ?{number}/{len(jobs)}\] E\d .*elapsed \d+:\d\d, about \d+:\d\d left$",
-                        line)
+        assert re.match(
+            rf"\[ ?{number}/{len(jobs)}\] E\d+ .*elapsed \d+:\d\d, about \d+:\d\d left$", line)
     assert progress[-1].endswith("about 0:00 left")
     assert len(glob.glob(os.path.join(report_dir, "E*", "*", "summary.json"))) == len(jobs)
     with open(os.path.join(report_dir, "runs.log")) as f:
@@ -160,6 +170,63 @@ def test_identical_rows_share_runs_and_quick_leaves_out_full_only_rows():
     assert quick_cells[("E1", "no BN", 1)].epochs == 15
 
 
+def test_e9_and_e10_reuse_e1_and_e2_runs_and_e8_rows_share_one_run_per_setting():
+    """Guards the budget: the ×1 and plain-SGD rows are the runs E1 and E2 train anyway,
+    and E8's three metrics of one setting read one run."""
+    for quick in (False, True):
+        _, by_cell, _ = paper.plan(EXPERIMENTS, (1,), quick=quick)
+        for variant_label, label in (("no BN", "no BN"), ("BN", "BN (kbn)")):
+            for metric in ("epochs", "best val. acc."):
+                assert by_cell[("E9", f"×1, {variant_label}: {metric}", 1)] is by_cell[
+                    ("E1", label, 1)]
+            assert by_cell[("E10", f"SGD lr 1, {variant_label}", 1)] is by_cell[("E1", label, 1)]
+            assert (by_cell[("E10", f"SGD lr 10, {variant_label}", 1)]
+                    is by_cell[("E2", f"{variant_label}, lr 10", 1)])
+        e8 = {key: job for key, job in by_cell.items() if key[0] == "E8"}
+        assert len({id(job) for job in e8.values()}) == (4 if not quick else 2)
+        assert all(job.flag("--train-samples", None) == 300 for job in e8.values())
+    jobs, _, _ = paper.plan(EXPERIMENTS, (1,), quick=False)
+    assert paper.Job(EXPERIMENTS[7], EXPERIMENTS[7].rows[2], 1, 20).cost == (
+        20 * 30 + paper.FIXED_COST_STEPS)  # 300 digits at batch 10
+
+
+def _rows_result(rows):
+    return SimpleNamespace(rows=rows, summary={"stopped_early": None})
+
+
+def test_e8_gaps_are_read_from_the_last_epoch_row():
+    loss_gap, accuracy_gap = (paper_report.metric_of(EXPERIMENTS[7], row)
+                              for row in EXPERIMENTS[7].rows[:5:4])
+    rows = [{"loss": 2.0, "val_loss": 2.1, "accuracy": 0.2, "val_accuracy": 0.2},
+            {"loss": 0.1, "val_loss": 0.6, "accuracy": 1.0, "val_accuracy": 0.85}]
+    assert loss_gap.read(_rows_result(rows)) == pytest.approx(0.5)
+    assert accuracy_gap.read(_rows_result(rows)) == pytest.approx(0.15)
+    assert not loss_gap.higher_is_better and not accuracy_gap.higher_is_better
+    assert loss_gap.read(_rows_result([])) is None
+    nan_row = [{"loss": float("nan"), "val_loss": 1.0, "accuracy": 0.1, "val_accuracy": 0.1}]
+    assert loss_gap.read(_rows_result(nan_row)) is None
+
+
+def test_an_experiment_with_two_metrics_gets_one_panel_each(tmp_path, monkeypatch):
+    labels = []
+    original = matplotlib.axes.Axes.set_xlabel
+
+    def set_xlabel(axis, label, *args, **kwargs):
+        labels.append(label)
+        return original(axis, label, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", set_xlabel)
+    other = Metric("y", lambda result: -result.summary["x"], True)  # a negative number: a gap
+    rows = (Row("a", "kbn"), Row("b", "none"), Row("a y", "kbn", metric=other))
+    experiment = Experiment(key="T", title="t", claim="c", source="s", rows=rows,
+                            metric=_experiment(True).metric, comparisons=(), epochs=(1, 1))
+    by_cell = {("T", row.label, 1): _fake_job(0.5) for row in rows}
+    paper_report.plot_experiment(experiment, (1,), by_cell, str(tmp_path / "T.png"))
+    assert labels == ["x", "y"]
+    with open(tmp_path / "T.png", "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+
 def test_an_experiment_whose_requirement_is_missing_is_skipped_with_its_reason(tmp_path):
     missing = Experiment(key="E4", title="t", claim="c", source="s", rows=(Row("a", "kbn"),),
                          metric=EXPERIMENTS[0].metric, comparisons=(), epochs=(1, 1),
@@ -185,7 +252,7 @@ def test_report_folder_is_never_reused(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--only", "E9"], "--only 'E9': unknown E9; choose from E1, E2"),
+        (["--only", "E11"], "--only 'E11': unknown E11; choose from E1, E2"),
         (["--only", ","], "--only ',': unknown empty list"),
         (["--seeds", "1,a"], "--seeds '1,a': expected integers"),
         (["--seeds", "1,1"], "seeds must be distinct"),

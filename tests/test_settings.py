@@ -24,6 +24,11 @@ def test_the_flags_defaults_are_the_settings_defaults():
     ("bn_epsilon", math.inf, None, "--bn-epsilon must be > 0, got inf"),
     ("lr", -3.0, None, "--lr must be > 0, got -3.0"),
     ("validation_split", 1.0, None, "--validation-split must be in (0, 1), got 1.0"),
+    ("train_samples", 0, None, "--train-samples must be >= 1, got 0"),
+    ("dropout", 1.0, None, "--dropout must be in [0, 1), got 1.0"),
+    ("dropout", -0.1, None, "--dropout must be in [0, 1), got -0.1"),
+    ("init_scale", 0.0, None, "--init-scale must be > 0, got 0.0"),
+    ("init_scale", math.nan, None, "--init-scale must be > 0, got nan"),
 ])
 def test_a_value_out_of_range_is_one_line_naming_the_flag(name, value, flag, message):
     with pytest.raises(settings.UsageError) as error:
@@ -33,7 +38,8 @@ def test_a_value_out_of_range_is_one_line_naming_the_flag(name, value, flag, mes
 
 def test_the_ends_of_a_range_that_belong_to_it_pass():
     for name, value in (("bn_momentum", 0.0), ("bn_momentum", 1.0), ("target_accuracy", 1.0),
-                        ("momentum", 0.0), ("batch_size", 1)):
+                        ("momentum", 0.0), ("batch_size", 1), ("train_samples", None),
+                        ("train_samples", 1), ("dropout", 0.0)):
         assert settings.check_value(name, value) == value
 
 
@@ -54,3 +60,4 @@ def test_a_run_saved_before_a_setting_existed_gets_what_it_did():
     assert (back.backend, back.strategy, back.bn_sync, back.replicas) == (
         "tensorflow", "default", False, 1)
     assert settings.from_args_json({**old, "backend": "jax"}).backend == "jax"
+    assert (back.train_samples, back.dropout, back.init_scale) == (None, 0.0, 1.0)

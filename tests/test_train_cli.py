@@ -73,6 +73,23 @@ def test_checkpoint_holds_the_final_weights(kbn_run):
     assert not np.allclose(model.get_layer("bn_1").moving_mean.numpy(), 0.0)
 
 
+def test_train_samples_dropout_and_init_scale_reach_the_run(tmp_path):
+    """--train-samples 100 at batch 20 is 5 steps an epoch; the checkpoint holds the dropout
+    layers and loads (the scaled initializer is a built-in one); args.json records all three."""
+    status = train_command.main([*TINY, "--bn", "kbn", "--logdir", str(tmp_path), "--train-samples",
+                                 "100", "--batch-size", "20", "--dropout", "0.2", "--init-scale",
+                                 "3", "--run-name", "flags"])
+    assert status == 0
+    (run_dir,) = glob.glob(str(tmp_path / "train" / "*-flags"))
+    model = keras.saving.load_model(os.path.join(run_dir, "checkpoint.keras"))
+    assert model.optimizer.iterations.numpy() == 2 * 5
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [
+        0.2, 0.2]
+    with open(os.path.join(run_dir, "args.json")) as f:
+        saved = json.load(f)
+    assert (saved["train_samples"], saved["dropout"], saved["init_scale"]) == (100, 0.2, 3.0)
+
+
 def test_event_files_have_the_expected_tags(kbn_run):
     _, run_dir = kbn_run
     train_tags = tags_by_plugin(os.path.join(run_dir, "train"))
@@ -147,6 +164,10 @@ BAD_FLAGS = [
     (["--activation", "wiggle"], "--activation 'wiggle'"),
     (["--target-accuracy", "2"], "--target-accuracy"),
     (["--validation-split", "1"], "--validation-split"),
+    (["--train-samples", "0"], "--train-samples must be >= 1, got 0"),
+    (["--train-samples", "1439"], "--train-samples must be in [1, 1438] (the digits training"),
+    (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+    (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
     (["--bn", "batch"], "invalid choice: 'batch'"),
     (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),

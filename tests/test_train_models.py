@@ -110,3 +110,36 @@ def test_bad_choices_raise(kwargs, message):
     arguments = {"model": "mlp", "input_shape": (4,), "num_classes": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_model(arguments.pop("model"), **arguments)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("scale", [0.1, 3.0, 10.0])
+def test_init_scale_multiplies_every_kernels_default_draws(model, scale):
+    """Guards --init-scale (E9): the same Glorot draws times `scale`, and ×1 the default."""
+    default = _build(model, "kbn")
+    scaled = build_model(model, input_shape=SHAPES[model], num_classes=10, bn="kbn", seed=3,
+                         hidden=(6, 5) if model == "cnn" else (12, 7, 5), init_scale=scale)
+    kernels = [(a.name, a.kernel.numpy()) for a in default.layers if hasattr(a, "kernel")]
+    scaled_kernels = [b.kernel.numpy() for b in scaled.layers if hasattr(b, "kernel")]
+    assert len(kernels) == len(scaled_kernels) == (4 if model == "mlp" else 3)
+    for (name, a), b in zip(kernels, scaled_kernels):
+        # U(−limit, limit) is −limit + 2·limit·u in float32: draws near 0 carry an absolute
+        # rounding of about limit·2⁻²³ (limit ≤ 1.3·scale here), not a relative one.
+        np.testing.assert_allclose(b, scale * a, rtol=1e-6, atol=1e-6 * scale, err_msg=name)
+        assert not np.allclose(a, b)
+
+
+def test_dropout_follows_each_hidden_block_and_is_absent_by_default():
+    plain = _build("mlp", "none")
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in plain.layers)
+    for position, order in (("before", ["dense", "bn", "act", "dropout"]),
+                            ("after", ["dense", "act", "bn", "dropout"])):
+        net = build_model("mlp", input_shape=SHAPES["mlp"], num_classes=10, bn="kbn",
+                          hidden=(12, 7, 5), bn_position=position, dropout=0.3)
+        assert [layer.name.split("_")[0] for layer in net.layers
+                if layer.name.endswith("_2")] == order
+        dropouts = [layer for layer in net.layers if isinstance(layer, keras.layers.Dropout)]
+        assert [layer.rate for layer in dropouts] == [0.3] * 3
+    x = np.ones((64, *SHAPES["mlp"]), np.float32)
+    np.testing.assert_array_equal(net(x, training=False), net(x, training=False))
+    assert not np.allclose(net(x, training=True), net(x, training=False))  # dropout is on

@@ -1,6 +1,6 @@
 """Reruns the paper's claims on the offline digits and writes a report: `make paper`.
 
-    python -m train.paper                 # 7 experiments, 3 seeds (≤ 15 min on 2 cores)
+    python -m train.paper                 # 10 experiments, 3 seeds (≤ 20 min on 2 cores)
     python -m train.paper --quick         # 1 seed, fewer epochs (≤ 3 min): a smoke run
     python -m train.paper --only E1,E4 --seeds 1,2
 
@@ -38,7 +38,7 @@ TRAINING_SAMPLES = 1437  # digits with the default 0.2 validation split, for tim
 FIXED_COST_STEPS = 120
 # The settings `train.data.datasets.load_data` reads: runs that agree on them share one dataset.
 DATA_SETTINGS = ("dataset", "data", "label_column", "input_norm", "validation_split", "seed",
-                 "model")
+                 "model", "train_samples")
 
 
 class Job:
@@ -57,17 +57,22 @@ class Job:
     def identity(self):
         return (self.row.variant, self.flags, self.epochs, self.seed, self.experiment.monitor)
 
+    def flag(self, name, default):
+        """The integer value of flag `name` in this job's flags (the last, as for argparse)."""
+        flags = list(self.flags)
+        if name not in flags:
+            return default
+        return int(flags[len(flags) - 1 - flags[::-1].index(name) + 1])
+
     @property
     def batch_size(self):
-        flags = list(self.flags)
-        if "--batch-size" in flags:
-            return int(flags[flags.index("--batch-size") + 1])
-        return DEFAULTS["batch_size"]
+        return self.flag("--batch-size", DEFAULTS["batch_size"])
 
     @property
     def cost(self):
         """Estimated cost in training steps."""
-        return self.epochs * math.ceil(TRAINING_SAMPLES / self.batch_size) + FIXED_COST_STEPS
+        samples = self.flag("--train-samples", TRAINING_SAMPLES)
+        return self.epochs * math.ceil(samples / self.batch_size) + FIXED_COST_STEPS
 
 
 def make_parser():

@@ -90,17 +90,34 @@ def verdict(experiment, seeds, by_cell):
 
 
 def plot_experiment(experiment, seeds, by_cell, path):
-    """Each row's number per seed (dots) and mean (bar); runs that never got there at the edge."""
-    labels = [row.label for row in experiment.rows]
-    figure, axis = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.6))
-    finite = [
-        v
-        for row in experiment.rows
-        for v in values(experiment, row, seeds, by_cell).values()
-        if v is not None
-    ]
-    edge = max(finite) * 1.1 if finite else 1.0  # where "never" / "NaN" is drawn
-    for index, row in enumerate(experiment.rows):
+    """Each row's number per seed (dots) and mean (bar); runs that never got there at the edge.
+
+    One panel per metric, in the order the rows first use it (E8's gaps and accuracy,
+    E9's epochs and accuracy), each with its own axis.
+    """
+    panels = {}
+    for row in experiment.rows:
+        panels.setdefault(metric_of(experiment, row).name, []).append(row)
+    heights = [0.45 * len(rows) + 1.1 for rows in panels.values()]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, sum(heights) + 0.5), squeeze=False,
+                                gridspec_kw={"height_ratios": heights})
+    for axis, (name, rows) in zip(axes[:, 0], panels.items()):
+        _plot_panel(axis, experiment, rows, seeds, by_cell)
+        axis.set_xlabel(name)
+    axes[0, 0].set_title(f"{experiment.key}: {experiment.title}"
+                         f" (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_panel(axis, experiment, rows, seeds, by_cell):
+    """One metric's rows on one axis; a line at 0 when a number is negative (a gap)."""
+    finite = [v for row in rows for v in values(experiment, row, seeds, by_cell).values()
+              if v is not None]
+    low, high = min(finite + [0.0]), max(finite + [0.0])
+    edge = high + 0.1 * ((high - low) or 1.0)  # where "never" / "NaN" is drawn
+    for index, row in enumerate(rows):
         found = values(experiment, row, seeds, by_cell)
         numbers = [v for v in found.values() if v is not None]
         if numbers:
@@ -112,16 +129,10 @@ def plot_experiment(experiment, seeds, by_cell, path):
             axis.scatter([edge] * missing, [index] * missing, marker="x", color="tab:red", zorder=3)
             axis.annotate(metric_of(experiment, row).missing, (edge, index),
                           textcoords="offset points", xytext=(6, -3), fontsize=8)
-    axis.set_yticks(range(len(labels)), labels)
+    if low < 0:
+        axis.axvline(0, color="grey", linewidth=0.8)
+    axis.set_yticks(range(len(rows)), [row.label for row in rows])
     axis.invert_yaxis()
-    axis.set(
-        title=f"{experiment.key}: {experiment.title}"
-        f" (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})",
-        xlabel=metric_of(experiment, experiment.rows[0]).name,
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
 
 
 def plot_curves(experiment, seeds, by_cell, path):

@@ -393,7 +393,8 @@ def load_data(args):
     """The dataset the flags name, checked against `--model` before any run folder exists.
 
     Raises:
-        DatasetError: the data cannot be loaded, `--model cnn` was asked of
+        DatasetError: the data cannot be loaded, `--train-samples` exceeds the
+            training split, `--model cnn` was asked of
             data that are not images (one sample must be height × width × channels),
             or a data-parallel run's batches do not split evenly.
     """
@@ -405,6 +406,9 @@ def load_data(args):
         input_norm=args.input_norm,
         validation_split=args.validation_split,
     )
+    train_samples = getattr(args, "train_samples", None)  # absent from older callers' settings
+    if train_samples is not None:
+        data = take_training_samples(data, train_samples)
     if args.model == "cnn" and len(data.input_shape) != 3:
         shape = "×".join(map(str, data.input_shape))
         raise DatasetError(
@@ -417,3 +421,20 @@ def load_data(args):
     except ValueError as error:
         raise DatasetError(str(error)) from None
     return data
+
+
+def take_training_samples(data, count):
+    """`data` with only the first `count` training samples; validation is unchanged.
+
+    The first of the seed-fixed split, not a new draw: the same seed gives the
+    same subset, and a larger `count` holds every sample of a smaller one.
+    Normalization keeps the statistics of the whole training split.
+
+    Raises:
+        DatasetError: `count` is not in [1, the training split's size].
+    """
+    available = len(data.x_train)
+    if not 1 <= count <= available:
+        raise DatasetError(f"--train-samples must be in [1, {available}] (the {data.name}"
+                           f" training split), got {count}")
+    return dataclasses.replace(data, x_train=data.x_train[:count], y_train=data.y_train[:count])

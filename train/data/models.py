@@ -35,6 +35,8 @@ def build_model(
     bn_momentum=0.99,
     bn_epsilon=1e-3,
     bn_synchronized=False,
+    dropout=0.0,
+    init_scale=1.0,
 ):
     """Builds an uncompiled `keras.Sequential` classifier with a softmax output.
 
@@ -53,6 +55,10 @@ def build_model(
         bn_momentum, bn_epsilon: Passed to the BN layers.
         bn_synchronized: BN's `synchronized`: under a `tf.distribute` strategy,
             batch statistics over the global batch instead of each replica's slice.
+        dropout: Rate of a `Dropout` layer at the end of each hidden block
+            (after the activation, and after BN when it follows the
+            activation); 0 adds none.
+        init_scale: Every kernel's initial draws (Glorot uniform) times this.
 
     Returns:
         The built model.
@@ -78,7 +84,7 @@ def build_model(
     elif model != "cnn":
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     for index, width in enumerate(hidden, start=1):
-        initializer = keras.initializers.GlorotUniform(seed=seed * 1000 + index)
+        initializer = _kernel_initializer(seed * 1000 + index, init_scale)
         if model == "mlp":
             linear = keras.layers.Dense(
                 width, use_bias=use_bias, kernel_initializer=initializer, name=f"dense_{index}"
@@ -98,6 +104,9 @@ def build_model(
         layers.append(keras.layers.Activation(activation, name=f"act_{index}"))
         if use_bn and bn_position == "after":
             layers.append(normalization(index))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, seed=seed * 1000 + index,
+                                               name=f"dropout_{index}"))
         if model == "cnn" and index < len(hidden):
             layers.append(keras.layers.MaxPooling2D(name=f"pool_{index}"))
     if model == "cnn":
@@ -106,11 +115,24 @@ def build_model(
         keras.layers.Dense(
             num_classes,
             activation="softmax",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000),
+            kernel_initializer=_kernel_initializer(seed * 1000, init_scale),
             name="output",
         )
     )
     return keras.Sequential(layers, name=f"{model}_{bn}")
+
+
+def _kernel_initializer(seed, scale):
+    """Glorot uniform, its draws times `scale`.
+
+    Glorot uniform is `VarianceScaling(1, "fan_avg", "uniform")`, which draws
+    U(−limit, limit) with limit = sqrt(3·scale/fan_avg); scale² gives the same
+    draws times `scale`, with a built-in (savable) initializer.
+    """
+    if scale == 1:
+        return keras.initializers.GlorotUniform(seed=seed)
+    return keras.initializers.VarianceScaling(scale=scale**2, mode="fan_avg",
+                                              distribution="uniform", seed=seed)
 
 
 def hidden_activation_names(model):

@@ -76,6 +76,13 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         metavar="F",
         help="fraction held out (fixed by --seed) when the data has no test split" + show,
     )
+    data.add_argument(
+        "--train-samples",
+        type=int,
+        metavar="N",
+        help="train on the first N samples of the training split (fixed by --seed), e.g. to "
+        "see overfitting; validation keeps its whole split (default: all)",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -89,6 +96,21 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
     )
     model.add_argument(
         "--activation", default=DEFAULTS["activation"], help="hidden non-linearity" + show
+    )
+    model.add_argument(
+        "--dropout",
+        type=float,
+        default=DEFAULTS["dropout"],
+        metavar="RATE",
+        help="Dropout of this rate after each hidden block (activation, and BN after it); "
+        "0: no Dropout layer" + show,
+    )
+    model.add_argument(
+        "--init-scale",
+        type=float,
+        default=DEFAULTS["init_scale"],
+        metavar="S",
+        help="multiply every kernel's initial draws (Glorot uniform) by S" + show,
     )
 
     bn = parser.add_argument_group("batch norm")

@@ -25,6 +25,8 @@ DEFAULTS = {
     "model": "mlp",
     "hidden": "100,100,100",
     "activation": "sigmoid",
+    "dropout": 0.0,  # off: no Dropout layer at all
+    "init_scale": 1.0,  # the kernel initializer's own draws
     "bn": "kbn",
     "bn_position": "before",
     "bn_momentum": 0.99,  # keras.layers.BatchNormalization's and kbn's
@@ -53,6 +55,9 @@ EARLIER_RUNS = {
     "backend": "tensorflow",
     "bn_sync": False,
     "replicas": 1,
+    "train_samples": None,
+    "dropout": DEFAULTS["dropout"],
+    "init_scale": DEFAULTS["init_scale"],
 }
 
 # Where this process sits in a JAX cluster: given again on a resume, like TF_CONFIG.
@@ -70,6 +75,10 @@ RANGES = {
     "bn_epsilon": (lambda value: 0 < value < math.inf, "> 0"),
     "target_accuracy": (lambda value: 0 < value <= 1, "in (0, 1]"),
     "validation_split": (lambda value: 0 < value < 1, "in (0, 1)"),
+    # None: the whole training split; its upper end, the split's size, is checked on loading.
+    "train_samples": (lambda value: value is None or value >= 1, ">= 1"),
+    "dropout": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "init_scale": (lambda value: 0 < value < math.inf, "> 0"),
     "shift_every": (lambda value: value >= 1, ">= 1"),
     "batch_log_every": (lambda value: value >= 1, ">= 1"),
 }

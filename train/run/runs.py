@@ -150,6 +150,8 @@ def build_compiled(settings, data, variant):
         bn_position=settings.bn_position,
         bn_momentum=settings.bn_momentum,
         bn_epsilon=settings.bn_epsilon,
+        dropout=settings.dropout,
+        init_scale=settings.init_scale,
         # tf.distribute's replicas need the layer to all-reduce; under JAX data
         # parallelism a batch is one global array and its statistics are global anyway.
         bn_synchronized=bool(settings.bn_sync) and keras.backend.backend() == "tensorflow",
