@@ -52,7 +52,7 @@ BAD = [
     ("lr_sweep", ["--variants", ""], "--variants '': unknown ''"),
     ("lr_sweep", ["--variants", "kbn,batch"], "--variants 'kbn,batch': unknown 'batch'"),
     ("lr_sweep", ["--lr", "0.5"], "--lr 0.5: lr_sweep trains at each of --lrs"),
-    ("paper", ["--only", "E9"], "--only 'E9': unknown E9"),
+    ("paper", ["--only", "E99"], "--only 'E99': unknown E99"),
     ("paper", ["--seeds", ""], "--seeds '': expected integers"),
     ("paper", ["--seeds", "1,1"], "--seeds '1,1': seeds must be distinct"),
     ("paper", ["--seeds", "4294967296"], "--seeds 4294967296: seeds must be in"),

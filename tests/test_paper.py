@@ -5,6 +5,7 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import re
 from types import SimpleNamespace
@@ -16,7 +17,11 @@ from tiny_runs import run_python
 from train import paper
 from train.claims import paper_report
 from train.claims.experiments import EXPERIMENTS, Experiment, Metric, Row
+from train.data.datasets import load_dataset
 from train.data.variants import VARIANTS
+
+# The training digits of the default split (E1's runs): the report's step counts come from it.
+TRAINING_DIGITS = len(load_dataset("digits", seed=1).x_train)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,16 +70,18 @@ def test_report_numbers_are_the_runs_summary_numbers(quick):
         with open(summary_path) as f:
             summary = json.load(f)
         assert summary["variant"] == variant and summary["epochs_run"] == 15
+        # The epochs and steps the report names are the run's own: 15 epochs of 24 steps.
+        assert summary["steps"] == 15 * math.ceil(TRAINING_DIGITS / 60)
         expected = summary["epochs_to_target"]
         cell = "never" if expected is None else str(expected)
-        assert re.search(rf"^\| {re.escape(label)} \| `{variant}` \| [^|]+ \| 15 \| {cell} \|",
-                         text, re.MULTILINE), (label, cell)
+        assert re.search(rf"^\| {re.escape(label)} \| `{variant}` \| [^|]+ \| 15 \(360\) \|"
+                         rf" {cell} \|", text, re.MULTILINE), (label, cell)
     (summary_path,) = glob.glob(os.path.join(report_dir, "E4", "*-6-epochs-seed1", "summary.json"))
     with open(summary_path) as f:
         summary = json.load(f)
     for label, key in (("moving averages, 6 epochs", "val_accuracy_ema"),
                        ("recalibrated, 6 epochs", "val_accuracy_recalibrated")):
-        assert re.search(rf"^\| {label} \| `kbn` \| [^|]+ \| 6 \| {summary[key]:.3f} \|",
+        assert re.search(rf"^\| {label} \| `kbn` \| [^|]+ \| 6 \(144\) \| {summary[key]:.3f} \|",
                          text, re.MULTILINE), label
     (metrics_path,) = glob.glob(os.path.join(report_dir, "E8", "*-no-BN-loss-gap-seed1",
                                              "metrics.csv"))
@@ -82,7 +89,7 @@ def test_report_numbers_are_the_runs_summary_numbers(quick):
         last = list(csv.DictReader(f))[-1]
     gap = float(last["val_loss"]) - float(last["loss"])
     assert int(last["epoch"]) == 8
-    assert re.search(rf"^\| no BN: loss gap \| `none` \| [^|]+ \| 8 \| {gap:.3f} \|",
+    assert re.search(rf"^\| no BN: loss gap \| `none` \| [^|]+ \| 8 \(80\) \| {gap:.3f} \|",
                      text, re.MULTILINE), gap
 
 

@@ -175,8 +175,9 @@ EXPERIMENTS = (
         comparisons=(("BN (kbn)", "no BN"),),
         epochs=(30, 15),
         curves=True,
-        note="The `make run` set-up (digits, 3×100 sigmoid, SGD lr 1, batch 60), 30 epochs "
-        "(`make run` trains 60: there the plain network reaches 0.95 at epoch 50).",
+        note="The `make run` set-up (digits, 3×100 sigmoid, SGD lr 1, batch 60), trained for "
+        "the table's epochs (`make run` trains 60: there the plain network reaches 0.95 at "
+        "epoch 50).",
     ),
     Experiment(
         key="E2",
@@ -263,7 +264,7 @@ EXPERIMENTS = (
         note="One epoch at batch 4 and 2 (360 and 720 steps; batch 2 in the full run only), "
         "lr 0.1 for every row. Renorm clipping r ∈ [1/3, 3], |d| ≤ 5. Validation split 0.199: "
         "1440 training and 357 validation digits, so that every batch is a multiple of 3. "
-        "The batch-60 rows (15 epochs, 360 steps) are for reference, not part of the "
+        "The batch-60 rows (epochs and steps in the table) are for reference, not part of the "
         "verdict: ghost batches normalize over 3 samples (ghost batches must divide every "
         "batch, and 3 is the size that divides this split's) while each step sees 60.",
         monitor=False,
@@ -327,11 +328,11 @@ EXPERIMENTS = (
         flags=("--train-samples", "300", "--optimizer", "adam", "--lr", "0.003",
                "--bn-momentum", "0.9"),
         note="The first 300 of the 1438 training digits (about 30 a class), validation on the "
-        "usual 359; Adam lr 0.003, batch 30 (10 steps an epoch), 20 epochs: the plain network "
+        "usual 359; Adam lr 0.003, batch 30 (10 steps an epoch): the plain network "
         "fits its 300 digits far better than the validation ones. The gaps are the last "
         "epoch's; the training loss and accuracy are Keras's, the mean over that epoch's "
         "batches in training mode (dropout on, BN on batch statistics). BN momentum 0.9, so "
-        "that the moving averages used on the validation digits keep up with 200 steps "
+        "that the moving averages used on the validation digits keep up over this short run "
         "(at 0.99 they lag: E4). Batch 10 (30 steps an epoch) gives BN noisier statistics; "
         "dropout 0.3 without BN is the regularizer the lecture compares BN to, for reference "
         "(not in the verdict).",
@@ -358,10 +359,10 @@ EXPERIMENTS = (
         epochs=(20, 5),
         note="The `make run` set-up (SGD lr 1, batch 60); every kernel's Glorot uniform "
         "draws (the output layer's too) times 0.1, 1, 3 or 10 (`--init-scale`). ×1 is E1's "
-        "runs (30 epochs); the other scales train 20 epochs, and the verdict compares BN "
-        "with no BN at those. BN makes a hidden layer's output independent of its kernel's "
-        "scale, but SGD's step on that kernel then shrinks as 1/scale² relative to it, and "
-        "the output layer has no BN.",
+        "runs; the other scales train fewer epochs (the table's), and the verdict compares "
+        "BN with no BN at the same scale. BN makes a hidden layer's output independent of "
+        "its kernel's scale, but SGD's step on that kernel then shrinks as 1/scale² "
+        "relative to it, and the output layer has no BN.",
     ),
     Experiment(
         key="E10",
@@ -380,7 +381,7 @@ EXPERIMENTS = (
         note="Batch 60 (24 steps an epoch). Usual learning rates: SGD lr 1 (this sigmoid "
         "network's, `make run`), SGD with momentum 0.9 lr 0.1 (the same step "
         "lr/(1 − momentum) = 1), RMSprop and Adam lr 0.001 (Keras's defaults); then each "
-        "10× higher. Plain SGD's rows are E1's and E2's runs (30 epochs), the others train "
-        "20. A comparison of two runs that both never reach 0.95 does not hold.",
+        "10× higher. Plain SGD's rows are E1's and E2's runs, the others train fewer epochs "
+        "(the table's). A comparison of two runs that both never reach 0.95 does not hold.",
     ),
 )

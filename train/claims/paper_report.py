@@ -13,15 +13,9 @@ import math
 import os
 import platform
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from train.data.variants import VARIANTS  # noqa: E402
-from train.reports import plots, report  # noqa: E402
-from train.reports.numbers import number, plural  # noqa: E402
+from train.data.variants import VARIANTS
+from train.reports import plots, report
+from train.reports.numbers import number, plural
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
 
@@ -99,6 +93,7 @@ def plot_experiment(experiment, seeds, by_cell, path):
     for row in experiment.rows:
         panels.setdefault(metric_of(experiment, row).name, []).append(row)
     heights = [0.45 * len(rows) + 1.1 for rows in panels.values()]
+    plt = plots.pyplot()
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, sum(heights) + 0.5), squeeze=False,
                                 gridspec_kw={"height_ratios": heights})
     for axis, (name, rows) in zip(axes[:, 0], panels.items()):
@@ -206,10 +201,10 @@ def _section(experiment, seeds, by_cell, outcome, report_dir):
         flags = " ".join((*experiment.flags, *row.flags)) or "(defaults)"
         job = next((by_cell[(experiment.key, row.label, s)] for s in seeds
                     if (experiment.key, row.label, s) in by_cell), None)
-        epochs = job.epochs if job else "-"
+        epochs = _epochs_and_steps(job)
         rows.append(f"| {row.label} | `{row.variant}` | `{flags}` | {epochs} | "
                     + " | ".join(cells) + f" | {describe(found, metric, cells[0])} |")
-    header = "| row | variant | flags | epochs | " + " | ".join(f"seed {s}" for s in seeds)
+    header = "| row | variant | flags | epochs (steps) | " + " | ".join(f"seed {s}" for s in seeds)
     header += " | summary |"
     separator = "|---" * (5 + len(seeds)) + "|"
     metric = metric_of(experiment, experiment.rows[0])
@@ -241,6 +236,16 @@ def _section(experiment, seeds, by_cell, outcome, report_dir):
                      " percentiles of the last sigmoid's input, without and with BN:", "",
                      f"![{experiment.key} curves]({curves})", ""]
     return "\n".join(text)
+
+
+def _epochs_and_steps(job):
+    """What the row's run did: its finished epochs and optimizer steps (a NaN stop ends it
+    early), or the epochs it was asked for when it did not run."""
+    if job is None:
+        return "-"
+    if job.result is None or "steps" not in job.result.summary:
+        return str(job.epochs)
+    return f"{len(job.result.rows)} ({job.result.summary['steps']})"
 
 
 def _cell(experiment, row, seed, found, by_cell, metric):

@@ -11,7 +11,7 @@ from train.run import files
 from train.data.variants import VARIANTS
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot, drawing to files only; imported when a plot is drawn, so that a
     command's --help or a usage error does not wait for it (~0.8 s)."""
     import matplotlib
@@ -33,7 +33,7 @@ def plot_comparison(results, path, target_accuracy):
 
     `results` maps each variant trained to its `RunResult`.
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(12, 8))
     accuracy, loss, shift_plain, shift_bn = axes.ravel()
     for variant, result in results.items():
@@ -69,7 +69,7 @@ def plot_sweep(results_by_lr, variants, path, target_accuracy):
 
     `results_by_lr` maps each rate to {variant: RunResult}.
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, (best, speed) = plt.subplots(1, 2, figsize=(12, 4.5))
     rates = list(results_by_lr)
     epochs = max(
@@ -101,7 +101,7 @@ def _save(figure, path):
     """Writes the PNG atomically (train/run/files.py) and frees the figure."""
     with files.replacing(path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=90)
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
 def log_image_to_runs(path, run_dirs, tag="comparison_plot"):

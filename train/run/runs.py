@@ -272,6 +272,8 @@ def _run(state):
     summary = state.summary
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
+    # Every optimizer step this run has taken, over all its epochs (a resume's too).
+    summary["steps"] = int(keras.ops.convert_to_numpy(state.model.optimizer.iterations))
     summary["status"] = stopped or "finished"
     for monitor in (c for c in callbacks if isinstance(c, BatchStatsMonitor)):
         summary["batch_stats_events"] = monitor.events
