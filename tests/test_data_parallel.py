@@ -239,7 +239,7 @@ def test_batch_norm_normalizes_with_the_global_batch():
     (["--strategy", "data-parallel", "--workers", "2", "--validation-split", "0.2"],
      "leave a last batch of 59, which does not split evenly over --workers 2"),
     (["--strategy", "data-parallel", "--devices", "2", "--workers", "2"],
-     "--devices 2 with several processes: every process uses all its devices"),
+     "--devices 2 with several processes: every process brings one device"),
     (["--strategy", "data-parallel", "--workers", "1"], "--workers must be >= 2, got 1"),
     (["--strategy", "data-parallel", "--coordinator", "127.0.0.1:1"],
      "--coordinator needs --num-processes and --process-id too"),
@@ -253,6 +253,9 @@ def test_batch_norm_normalizes_with_the_global_batch():
       "--num-processes", "3", "--process-id", "1"], "--workers 2 but --num-processes 3"),
     (["--strategy", "data-parallel", "--workers", "2", "--join-timeout", "0"],
      "--join-timeout 0: needs several processes"),
+    (["--strategy", "data-parallel", "--workers", "2", "--join-timeout", "inf"],
+     "--join-timeout inf: needs several processes (--workers N or --coordinator ...) and a"
+     " finite time > 0"),
     (["--process-id", "0"], "--process-id needs --strategy data-parallel"),
     # Nothing listens there: one line after --join-timeout, before any run folder.
     (["--strategy", "data-parallel", "--coordinator", "127.0.0.1:1", "--num-processes", "2",

@@ -53,8 +53,8 @@ def main(argv=None, extra_callbacks=()):
                       " nothing to resume (--epochs N continues it to N epochs in all)")
                 return 0
         data = load_data(settings)
-        if args.resume:
-            run_folder.set_epochs(args.resume, epochs)
+        if args.resume and getattr(settings, "process_id", None) in (None, 0):
+            run_folder.set_epochs(args.resume, epochs)  # the chief alone writes the run folder
             settings.epochs = epochs
     except (run_folder.RunFolderError, cli.UsageError, DatasetError) as error:
         cli.fail(parser.prog, error)

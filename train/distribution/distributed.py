@@ -22,7 +22,7 @@
                   joined by `jax.distributed.initialize`: `--coordinator
                   HOST:PORT --num-processes N --process-id I`, or `--workers N`
                   local processes on 127.0.0.1 (train/distribution/workers.py).
-                  Every process uses all its devices. A batch is one global
+                  One device a process (one process per GPU). A batch is one global
                   array sharded over all devices, so batch norm always
                   normalizes with the global batch's statistics, and every
                   batch must split evenly (`--drop-remainder` skips an uneven
@@ -110,7 +110,7 @@ class Distribution:
         """Whether every process must run every callback: under JAX's global arrays
         a model call, `evaluate` or `save` is a collective of all processes, so the
         other processes write to a private scratch folder what the chief writes to
-        the run folder (tf.distribute's workers run no callbacks at all)."""
+        the run folder (tf.distribute's other workers skip the chief's callbacks)."""
         return self.kind == "data-parallel" and self.workers > 1
 
     def part(self, index):
@@ -196,8 +196,6 @@ def resolve(settings):
     elif settings.strategy == "multi-worker":
         config = os.environ.get("TF_CONFIG")
         settings.replicas = parse_tf_config(config).workers if config else settings.workers
-    elif settings.strategy == "data-parallel":
-        settings.replicas = _processes(settings) or settings.devices or 1
     else:
         settings.replicas = 1
     return settings
@@ -272,7 +270,7 @@ def _check_data_parallel(settings):
     if processes:
         if settings.devices is not None:
             raise ValueError(f"--devices {settings.devices} with several processes: every"
-                             " process uses all its devices (--devices is for one process)")
+                             " process brings one device (--devices is for one process)")
         settings.replicas = processes  # one CPU device each; start() counts GPUs
         what = _replicas_flag(settings)
     else:
@@ -307,9 +305,9 @@ def _check_processes(settings):
     cluster = _cluster_flags(settings)
     given = [flag for flag, value in cluster.items() if value is not None]
     timeout = getattr(settings, "join_timeout", None)
-    if timeout is not None and (not (given or settings.workers) or timeout <= 0):
+    if timeout is not None and (not (given or settings.workers) or not 0 < timeout < math.inf):
         raise ValueError(f"--join-timeout {timeout:g}: needs several processes (--workers N or"
-                         " --coordinator ...) and a time > 0")
+                         " --coordinator ...) and a finite time > 0")
     if not given:
         if settings.workers is not None and settings.workers < 2:
             raise ValueError(f"--workers must be >= 2, got {settings.workers} (one process:"
@@ -400,10 +398,12 @@ def start(settings):
             return Distribution(kind, _KerasDataParallel(settings.devices))
         _join_jax_cluster(settings)
         strategy = _KerasDataParallel(None)
-        if settings.batch_size % strategy.num_replicas_in_sync:
-            raise ValueError(f"--batch-size {settings.batch_size} does not split evenly over"
-                             f" the cluster's {strategy.num_replicas_in_sync} devices")
-        settings.replicas = strategy.num_replicas_in_sync
+        # One device a process: the batch checks made before the cluster existed hold then.
+        # (Several local GPUs: run one process per GPU, e.g. with CUDA_VISIBLE_DEVICES.)
+        if strategy.num_replicas_in_sync != settings.num_processes:
+            raise ValueError(f"--num-processes {settings.num_processes}: the cluster has"
+                             f" {strategy.num_replicas_in_sync} devices; every process must"
+                             " bring exactly one (one process per GPU)")
         return Distribution(kind, strategy, worker=settings.process_id,
                             workers=settings.num_processes)
     import tensorflow as tf
