@@ -146,7 +146,11 @@ def test_layer_table_has_one_row_per_case(quick_report):
             assert math.isfinite(value) and value > 0, (column, row)
         keras_ms, kbn_ms, ratio = (float(row[header.index(c)])
                                    for c in ("Keras ms", "kbn ms", "kbn/Keras"))
-        assert ratio == pytest.approx(kbn_ms / keras_ms, rel=0.05, abs=0.01)
+        # The table prints milliseconds and the ratio to 2 decimals: the ratio of the
+        # printed times can be off by that rounding (0.14 / 0.15 for a measured 0.99).
+        low = (kbn_ms - 0.005) / (keras_ms + 0.005) - 0.005
+        high = (kbn_ms + 0.005) / max(keras_ms - 0.005, 1e-9) + 0.005
+        assert low <= ratio <= high, (ratio, kbn_ms, keras_ms, row)
         for column in ("paired 95% CI", "A/A 95% CI"):
             low, high = (float(v) for v in row[header.index(column)].split("–"))
             assert 0 <= low <= high, (column, row)  # 2 decimals: may print 0.00
