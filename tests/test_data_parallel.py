@@ -14,14 +14,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import keras
 import numpy as np
 import pytest
 
 import kbn  # noqa: F401  (registers the layer for load_model)
-from cluster_runs import alive, lines_until, worker_pids
+from cluster_runs import alive, assert_stopped_in_one_line, kill_worker_1, lines_until, worker_pids
 from tiny_runs import only_run, read_run_file
 from train import diff_runs
 
@@ -144,22 +143,11 @@ def killed_process(tmp_path_factory):
     """A 2-process run whose process 1 is killed (SIGKILL) after the first epoch."""
     logdir = str(tmp_path_factory.mktemp("killed"))
     launcher = _start([*TINY, *SET_UPS["processes"], "--logdir", logdir])
-    lines = lines_until(launcher, "epoch   1/4", timeout=180)
-    pids = worker_pids(lines[0])
-    killed_at = time.monotonic()
-    os.kill(pids[1], signal.SIGKILL)
-    _, err = launcher.communicate(timeout=120)
-    return launcher.returncode, err, time.monotonic() - killed_at, pids, only_run(logdir)
+    return kill_worker_1(launcher, "epoch   1/4", logdir)
 
 
 def test_a_killed_process_stops_everything(killed_process):
-    status, err, seconds, pids, run_dir = killed_process
-    assert status == 1
-    assert err.count("\n") == 1, err
-    assert f"worker 1 (pid {pids[1]}) was killed by SIGKILL" in err
-    assert f"continue with python -m train.train --resume {run_dir}" in err
-    assert seconds < 30
-    assert not any(alive(pid) for pid in pids)
+    assert_stopped_in_one_line(killed_process)
 
 
 def test_the_run_of_a_killed_process_resumes(killed_process, runs):
