@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -175,6 +176,46 @@ def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path):
     assert summary["status"] == "interrupted" and summary["epochs_run"] < 50
     assert f"continue with python -m train.train --resume {run_dir}" in out
     assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_killed_process_of_a_hand_started_cluster(victim, tmp_path):
+    """--coordinator, as on real machines (no launcher): the survivor stops on its own.
+
+    Process 1 killed: process 0's all-reduce fails at once; it records the run as
+    interrupted, prints one line and exits 1 without waiting at JAX's shutdown
+    barrier (JAX's 100 s heartbeat timeout, then an abort). Process 0 killed: the
+    coordinator is gone, and JAX ends the other process itself.
+    """
+    (port,) = _free_ports(1)
+    flags = [*TINY, "--epochs", "40", "--strategy", "data-parallel", "--coordinator",
+             f"127.0.0.1:{port}", "--num-processes", "2", "--logdir", str(tmp_path)]
+    processes = [_start([*flags, "--process-id", str(index)]) for index in (0, 1)]
+    try:
+        lines_until(processes[0], "epoch   1/40", timeout=180)
+        processes[victim].kill()
+        killed_at = time.monotonic()
+        survivor = processes[1 - victim]
+        out, err = survivor.communicate(timeout=120)
+        seconds = time.monotonic() - killed_at
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+    assert seconds < 30
+    if victim == 0:
+        assert survivor.returncode != 0
+        return
+    run_dir = only_run(str(tmp_path))
+    assert survivor.returncode == 1, err[-3000:]
+    assert err == ""
+    [line] = [line for line in out.splitlines() if "stopped" in line]
+    assert "stopped: the cluster lost a worker (" in line and "Gloo" in line
+    assert line.endswith(f"; continue with python -m train.train --resume {run_dir}")
+    summary = read_run_file(run_dir, "summary.json")
+    epochs_done = read_run_file(run_dir, "checkpoint.json")["epochs_done"]
+    assert summary["status"] == "interrupted" and 1 <= epochs_done < 40
+    assert summary["steps"] == 22 * epochs_done  # 1347 digits, batches of 60, remainder dropped
 
 
 def _free_ports(count):

@@ -45,7 +45,7 @@ def main(argv=None):
     results = {done.plan.variant: done.result
                for done in series.train_in_turn(plans, distribution, stamp)}
     if not distribution.is_chief:
-        return distributed.leave(distribution, _status(results))
+        return distributed.leave(distribution, _status(results), _lost_peer(results))
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     plot_path = os.path.join(experiment_dir, f"{stamp}-{run_name}.png")
@@ -73,7 +73,11 @@ def main(argv=None):
         print("interrupted: the table shows the runs so far")
     print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return distributed.leave(distribution, _status(results))
+    return distributed.leave(distribution, _status(results), _lost_peer(results))
+
+
+def _lost_peer(results):
+    return any(result.lost_worker for result in results.values())
 
 
 def _status(results):

@@ -67,8 +67,9 @@ def main(argv=None):
             interrupted = done.result
             del results_by_lr[done.plan.tag]  # an incomplete row would misalign the table
     status = interrupted.exit_status if interrupted else 0
+    lost_peer = bool(interrupted and interrupted.lost_worker)
     if not distribution.is_chief:
-        return distributed.leave(distribution, status)
+        return distributed.leave(distribution, status, lost_peer)
 
     experiment_dir = os.path.join(args.logdir, args.experiment)
     print()
@@ -83,7 +84,7 @@ def main(argv=None):
         print(report.sweep_table(results_by_lr, variants, args.target_accuracy))
         print(f"plot: {plot_path}")
     print(report.where_lines(experiment_dir, stamp, run_name))
-    return distributed.leave(distribution, status)
+    return distributed.leave(distribution, status, lost_peer)
 
 
 def check_sweep(parser, argv, args):

@@ -96,7 +96,7 @@ def main(argv=None, extra_callbacks=()):
         )
     if result.run_dir:
         say(f"logs: {result.run_dir}  (tensorboard --logdir {os.path.dirname(result.run_dir)})")
-    return distributed.leave(distribution, result.exit_status)
+    return distributed.leave(distribution, result.exit_status, result.lost_worker is not None)
 
 
 def _silent(*args, **kwargs):

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from typing import Optional
 
@@ -73,12 +74,14 @@ HPARAM_KEYS = (
 class RunResult:
     """What a finished (or stopped) run hands back: its summary and epoch rows."""
 
-    def __init__(self, run_dir, summary, rows, shift_history, exit_status=0):
+    def __init__(self, run_dir, summary, rows, shift_history, exit_status=0, lost_worker=None):
         self.run_dir = run_dir
         self.summary = summary
         self.rows = rows
         self.shift_history = shift_history
         self.exit_status = exit_status
+        # The failed collective's first line when another process of the cluster died.
+        self.lost_worker = lost_worker
 
 
 @dataclasses.dataclass
@@ -267,13 +270,13 @@ def _run(state):
                 if state.distribution.workers == 1 or not distributed.is_failed_collective(error):
                     raise
                 # A collective failed: another worker died or stopped answering
-                # (TensorFlow's health check aborts the all-reduce).
+                # (TensorFlow's health check aborts the all-reduce; JAX's gloo
+                # all-reduce reads a closed socket).
                 stopped, lost_worker = "interrupted", _first_line(error)
     summary = state.summary
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
-    # Every optimizer step this run has taken, over all its epochs (a resume's too).
-    summary["steps"] = int(keras.ops.convert_to_numpy(state.model.optimizer.iterations))
+    summary["steps"] = _steps_taken(state, lost_worker)
     summary["status"] = stopped or "finished"
     for monitor in (c for c in callbacks if isinstance(c, BatchStatsMonitor)):
         summary["batch_stats_events"] = monitor.events
@@ -295,14 +298,32 @@ def _run(state):
             how = "stopped by SIGTERM" if exit_status == 143 else "interrupted"
             if lost_worker:
                 how = f"stopped: the cluster lost a worker ({lost_worker[:200]})"
+            # A process other than JAX's chief prints to a silenced stdout: it says
+            # why it stops on stderr (the chief holds the run folder and its resume).
             print(
                 f"[{state.variant}] {how} after {plural(state.epochs_done, 'finished epoch')};"
-                f" continue with python -m train.train --resume {state.run_dir}",
-                flush=True,
+                + (f" process {state.distribution.worker} leaves; the run folder is process"
+                   " 0's" if state.scratch else
+                   f" continue with python -m train.train --resume {state.run_dir}"),
+                file=sys.stderr if state.scratch else sys.stdout, flush=True,
             )
     monitors = [c for c in callbacks if isinstance(c, ActivationInputMonitor)]
     history = monitors[0].history if monitors else []
-    return RunResult(state.run_dir, summary, state.rows, history, exit_status)
+    return RunResult(state.run_dir, summary, state.rows, history, exit_status, lost_worker)
+
+
+def _steps_taken(state, lost_worker):
+    """Every optimizer step the run has taken, over all its epochs (a resume's too).
+
+    Under JAX a failed all-reduce leaves the step's results, the step counter
+    among them, unreadable: the steps are then those of the finished epochs.
+    """
+    if lost_worker and state.distribution.in_lockstep:
+        settings = state.settings
+        samples = trainer.epoch_samples(len(state.data.x_train), settings.batch_size,
+                                        getattr(settings, "drop_remainder", False))
+        return state.epochs_done * trainer.steps_per_epoch(samples, settings.batch_size)
+    return int(keras.ops.convert_to_numpy(state.model.optimizer.iterations))
 
 
 def chief_callbacks(state):
@@ -361,6 +382,8 @@ def _write_hparams(run_dir, settings, variant):
 
 
 def _first_line(error):
-    """An OpError's message without TensorFlow's "{{function_node …}}" prefix."""
+    """An engine error's first line without TensorFlow's "{{function_node …}}" prefix
+    or gloo's "[external/gloo/….cc:538]" source places."""
     text = re.sub(r"^\{\{[^}]*\}\}\s*", "", str(error).strip())
+    text = re.sub(r"\[external/[^\]]*\]\s*", "", text)
     return text.splitlines()[0] if text else type(error).__name__
