@@ -23,6 +23,11 @@ BAD_FLAGS = [
     (["--strategy", "mirrored", "--devices", "4", "--batch-size", "3"],
      "--batch-size 3 is the global batch; it must be at least the number of replicas (4)"),
     (["--strategy", "ring"], "invalid choice: 'ring'"),
+    (["--strategy", "mirrored", "--devices", "2", "--jit-compile", "on"],
+     "--jit-compile on: XLA cannot compile a step of --strategy mirrored"),
+    (["--strategy", "multi-worker", "--workers", "2", "--jit-compile", "off"],
+     "--jit-compile off: --strategy multi-worker trains in the project's own loop"),
+    (["--jit-compile", "maybe"], "argument --jit-compile: invalid choice: 'maybe'"),
 ]
 
 
@@ -105,3 +110,16 @@ def test_more_gpus_than_the_machine_has_is_one_line(tmp_path, capsys, monkeypatc
     err = _refused(["--strategy", "mirrored", "--devices", "2", "--epochs", "1"], tmp_path,
                    capsys)
     assert err.endswith("error: --devices 2: this machine has 1 GPU(s)\n")
+
+
+def test_jit_compile_on_with_torch_is_refused():
+    """Checked without PyTorch: Keras would hand the step to torch.compile."""
+    from train.options import cli
+
+    settings = cli.make_parser("", experiment="train").parse_args(["--jit-compile", "on"])
+    settings.backend = "torch"
+    with pytest.raises(ValueError, match="--jit-compile on: on PyTorch Keras would compile"
+                                         " with torch.compile"):
+        distributed.check(settings)
+    settings.jit_compile = "off"
+    distributed.check(settings)  # eager, as auto is

@@ -217,6 +217,19 @@ def check(settings):
         whose = "tf.distribute's" if engine == "tensorflow" else "keras.distribution's on JAX"
         raise ValueError(f"--strategy {kind} is {whose}: it needs --backend {engine}"
                          f" (got --backend {backend})")
+    jit = getattr(settings, "jit_compile", "auto")
+    if jit != "auto" and kind == "multi-worker":
+        raise ValueError(f"--jit-compile {jit}: --strategy multi-worker trains in the project's"
+                         " own loop (Keras 3.15's fit fails there, keras issue 20585), which"
+                         " has no such choice; leave it auto")
+    if jit == "on" and kind == "mirrored":
+        raise ValueError("--jit-compile on: XLA cannot compile a step of --strategy mirrored on"
+                         " this machine's devices (TensorFlow: a tf.Variable on a different"
+                         " device, see tensorflow.org/xla/known_issues); Keras's auto leaves"
+                         " XLA off under tf.distribute")
+    if jit == "on" and backend == "torch":
+        raise ValueError("--jit-compile on: on PyTorch Keras would compile with torch.compile,"
+                         " which this pipeline does not test; use auto or off (both eager)")
     if kind == "data-parallel":
         _check_data_parallel(settings)
         return

@@ -19,7 +19,7 @@ import tempfile
 from train.distribution import distributed
 from train.data.datasets import DATASET_HELP, DATASETS, INPUT_NORMS
 from train.options import backend, settings
-from train.options.settings import DEFAULTS, UsageError
+from train.options.settings import DEFAULTS, JIT_COMPILE, UsageError
 from train.data import variants
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -191,6 +191,15 @@ def make_parser(doc, *, experiment, bn_flag=True, resume_flag=False):
         type=float,
         default=DEFAULTS["target_accuracy"],
         help="validation accuracy that counts as converged" + show,
+    )
+
+    optimization.add_argument(
+        "--jit-compile",
+        default=DEFAULTS["jit_compile"],
+        choices=tuple(JIT_COMPILE),
+        help="model.compile's jit_compile: auto is Keras's choice (XLA on JAX; on TensorFlow"
+        " only with a GPU and no tf.distribute strategy; eager on PyTorch), on: XLA,"
+        " off: none (op by op on JAX)" + show,
     )
 
     distribution = parser.add_argument_group("distribution (see docs/distributed.md)")

@@ -38,11 +38,15 @@ DEFAULTS = {
     "epochs": 60,
     "seed": 1,
     "target_accuracy": 0.95,
+    "jit_compile": "auto",  # Keras's own choice (model.compile's default)
     "strategy": "default",
     "logdir": "logs",
     "shift_every": 20,
     "batch_log_every": 10,
 }
+
+# --jit-compile's choices → model.compile's jit_compile.
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 # Settings that runs saved before the setting existed lack, and what those runs
 # did: the default, but every run was on TensorFlow before --backend, and
@@ -58,6 +62,7 @@ EARLIER_RUNS = {
     "train_samples": None,
     "dropout": DEFAULTS["dropout"],
     "init_scale": DEFAULTS["init_scale"],
+    "jit_compile": DEFAULTS["jit_compile"],
 }
 
 # Where this process sits in a JAX cluster: given again on a resume, like TF_CONFIG.

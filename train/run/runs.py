@@ -32,7 +32,7 @@ import keras
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
-from train.options.settings import to_args_json
+from train.options.settings import DEFAULTS, JIT_COMPILE, to_args_json
 from train.distribution import distributed
 from train.reports.numbers import plural
 from train.run import files, inference_gap, signals, trainer
@@ -163,6 +163,7 @@ def build_compiled(settings, data, variant):
         optimizer=make_optimizer(settings.optimizer, settings.lr, settings.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=JIT_COMPILE[getattr(settings, "jit_compile", DEFAULTS["jit_compile"])],
     )
     model.optimizer.build(model.trainable_variables)
     return model
@@ -184,6 +185,8 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
         "strategy": settings.strategy,
         "replicas": distribution.replicas,
         "bn_sync": bool(settings.bn_sync),
+        # What --jit-compile came to: Keras resolves "auto" per backend and strategy.
+        "xla": bool(model.jit_compile) and distribution.kind != "multi-worker",
         "target_accuracy": settings.target_accuracy,
         "hyperparameters": saved,
         "status": "running",
