@@ -24,7 +24,7 @@ BAD_FLAGS = [
      "--batch-size 3 is the global batch; it must be at least the number of replicas (4)"),
     (["--strategy", "ring"], "invalid choice: 'ring'"),
     (["--strategy", "mirrored", "--devices", "2", "--jit-compile", "on"],
-     "--jit-compile on: XLA cannot compile a step of --strategy mirrored"),
+     "--jit-compile on: XLA failed to compile a step of --strategy mirrored"),
     (["--strategy", "multi-worker", "--workers", "2", "--jit-compile", "off"],
      "--jit-compile off: --strategy multi-worker trains in the project's own loop"),
     (["--jit-compile", "maybe"], "argument --jit-compile: invalid choice: 'maybe'"),

@@ -61,3 +61,4 @@ def test_a_run_saved_before_a_setting_existed_gets_what_it_did():
         "tensorflow", "default", False, 1)
     assert settings.from_args_json({**old, "backend": "jax"}).backend == "jax"
     assert (back.train_samples, back.dropout, back.init_scale) == (None, 0.0, 1.0)
+    assert back.jit_compile == "auto"  # Keras's default, which every earlier run compiled with

@@ -185,8 +185,7 @@ def new_run(settings, data, variant, run_dir, distribution, extra_callbacks=(),
         "strategy": settings.strategy,
         "replicas": distribution.replicas,
         "bn_sync": bool(settings.bn_sync),
-        # What --jit-compile came to: Keras resolves "auto" per backend and strategy.
-        "xla": bool(model.jit_compile) and distribution.kind != "multi-worker",
+        "xla": _xla(model, distribution),
         "target_accuracy": settings.target_accuracy,
         "hyperparameters": saved,
         "status": "running",
@@ -236,6 +235,7 @@ def load_run(run_dir, data, distribution, writes=True, extra_callbacks=(), monit
     summary.setdefault("strategy", settings.strategy)
     summary.setdefault("replicas", distribution.replicas)
     summary.setdefault("bn_sync", bool(settings.bn_sync))
+    summary.setdefault("xla", _xla(model, distribution))  # a run from before --jit-compile
     scratch = not writes and distribution.in_lockstep
     if scratch:
         run_dir, writes = _scratch_folder(distribution), True
@@ -276,6 +276,7 @@ def _run(state):
                 # (TensorFlow's health check aborts the all-reduce; JAX's gloo
                 # all-reduce reads a closed socket).
                 stopped, lost_worker = "interrupted", _first_line(error)
+                _keep_checkpointed_rows(state)
     summary = state.summary
     summary.update(summarize(state.rows, state.settings.target_accuracy))
     summary["stopped_early"] = stopped
@@ -303,16 +304,40 @@ def _run(state):
                 how = f"stopped: the cluster lost a worker ({lost_worker[:200]})"
             # A process other than JAX's chief prints to a silenced stdout: it says
             # why it stops on stderr (the chief holds the run folder and its resume).
-            print(
-                f"[{state.variant}] {how} after {plural(state.epochs_done, 'finished epoch')};"
-                + (f" process {state.distribution.worker} leaves; the run folder is process"
-                   " 0's" if state.scratch else
-                   f" continue with python -m train.train --resume {state.run_dir}"),
-                file=sys.stderr if state.scratch else sys.stdout, flush=True,
-            )
+            if not state.scratch:
+                print(
+                    f"[{state.variant}] {how} after {plural(state.epochs_done, 'finished epoch')};"
+                    f" continue with python -m train.train --resume {state.run_dir}",
+                    flush=True,
+                )
+            elif lost_worker:
+                print(f"[{state.variant}] {how}; process {state.distribution.worker} leaves; the"
+                      " run folder is process 0's", file=sys.stderr, flush=True)
     monitors = [c for c in callbacks if isinstance(c, ActivationInputMonitor)]
     history = monitors[0].history if monitors else []
     return RunResult(state.run_dir, summary, state.rows, history, exit_status, lost_worker)
+
+
+def _xla(model, distribution):
+    """What --jit-compile came to: Keras resolves "auto" per backend and strategy
+    (the loaded checkpoint keeps what it resolved); multi-worker's loop has none."""
+    return bool(model.jit_compile) and distribution.kind != "multi-worker"
+
+
+def _keep_checkpointed_rows(state):
+    """After a lost peer: the epoch rows the checkpoint holds. The rows are kept
+    before the checkpoint is saved, and under JAX the save is a collective: a peer
+    that dies during it leaves that epoch recorded here but not in the checkpoint."""
+    if not state.writes:
+        return
+    try:
+        with open(os.path.join(state.run_dir, "checkpoint.json")) as f:
+            saved = int(json.load(f)["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = 0
+    if saved < len(state.rows):
+        del state.rows[saved:]
+        files.write_rows(os.path.join(state.run_dir, "metrics.csv"), state.rows, METRIC_COLUMNS)
 
 
 def _steps_taken(state, lost_worker):
