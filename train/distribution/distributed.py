@@ -217,7 +217,7 @@ def check(settings):
         whose = "tf.distribute's" if engine == "tensorflow" else "keras.distribution's on JAX"
         raise ValueError(f"--strategy {kind} is {whose}: it needs --backend {engine}"
                          f" (got --backend {backend})")
-    jit = getattr(settings, "jit_compile", "auto")
+    jit = settings.jit_compile
     if jit != "auto" and kind == "multi-worker":
         raise ValueError(f"--jit-compile {jit}: --strategy multi-worker trains in the project's"
                          " own loop (Keras 3.15's fit fails there, keras issue 20585), which"

@@ -110,6 +110,18 @@ def set_epochs(run_dir, epochs):
     files.write_json(path, summary)
 
 
+def read_checkpoint_record(run_dir):
+    """checkpoint.json as a dict, and its `epochs_done` as an int.
+
+    Raises:
+        FileNotFoundError: no epoch saved yet; OSError, ValueError, KeyError,
+        TypeError: an unreadable record.
+    """
+    with open(os.path.join(run_dir, "checkpoint.json")) as f:
+        checkpoint = json.load(f)
+    return checkpoint, int(checkpoint["epochs_done"])
+
+
 def check_resumable(run_dir):
     """Makes sure `run_dir` has a complete checkpoint; returns it as a `Checkpoint`.
 
@@ -120,9 +132,7 @@ def check_resumable(run_dir):
         RunFolderError: no finished epoch, or a damaged checkpoint (one line).
     """
     try:
-        with open(os.path.join(run_dir, "checkpoint.json")) as f:
-            checkpoint = json.load(f)
-        epochs_done = int(checkpoint["epochs_done"])
+        checkpoint, epochs_done = read_checkpoint_record(run_dir)
     except FileNotFoundError:
         raise RunFolderError(f"--resume {run_dir}: no finished epoch to resume from") from None
     except (OSError, ValueError, KeyError, TypeError) as error:

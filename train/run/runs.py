@@ -32,7 +32,7 @@ import keras
 from kbn._event_writer import EventWriter
 from kbn.callbacks import ActivationInputMonitor, BatchStatsMonitor
 from train.options import backend
-from train.options.settings import DEFAULTS, JIT_COMPILE, to_args_json
+from train.options.settings import JIT_COMPILE, to_args_json
 from train.distribution import distributed
 from train.reports.numbers import plural
 from train.run import files, inference_gap, signals, trainer
@@ -42,6 +42,7 @@ from train.run.recording import METRIC_COLUMNS, BatchScalars, EpochEvents, RunRe
 from train.run.run_folder import (
     RunFolderError,
     check_resumable,
+    read_checkpoint_record,
     read_rows,
     read_settings,
 )
@@ -163,7 +164,7 @@ def build_compiled(settings, data, variant):
         optimizer=make_optimizer(settings.optimizer, settings.lr, settings.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=JIT_COMPILE[getattr(settings, "jit_compile", DEFAULTS["jit_compile"])],
+        jit_compile=JIT_COMPILE[settings.jit_compile],
     )
     model.optimizer.build(model.trainable_variables)
     return model
@@ -331,10 +332,9 @@ def _keep_checkpointed_rows(state):
     if not state.writes:
         return
     try:
-        with open(os.path.join(state.run_dir, "checkpoint.json")) as f:
-            saved = int(json.load(f)["epochs_done"])
+        saved = read_checkpoint_record(state.run_dir)[1]
     except (OSError, ValueError, KeyError, TypeError):
-        saved = 0
+        saved = 0  # no epoch saved yet
     if saved < len(state.rows):
         del state.rows[saved:]
         files.write_rows(os.path.join(state.run_dir, "metrics.csv"), state.rows, METRIC_COLUMNS)
